@@ -1,0 +1,122 @@
+"""Checkpoints are data, never code: save, validate and load model weights.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)``: ``{"format", "model", "conf", "state_dict", ...}``. It records
+the architecture config so loading never guesses. Shipped weights live in
+``goodpoint_ros/weights/<name>.pt`` and load by name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from goodpoint_ros.models import MODELS, BaseModel, build_model
+
+FORMAT = "goodpoint_ros/1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class CheckpointError(RuntimeError):
+    """A weights file that is missing, corrupt, truncated or does not fit the model."""
+
+
+def shipped_weights(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(model: BaseModel, path: str | Path, half: bool = False, **meta: Any) -> None:
+    """Save a model's weights with its name and architecture config (fp16 tensors if ``half``)."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()
+    }
+    atomic_torch_save(
+        {"format": FORMAT, "model": model.name, "conf": model.arch_conf, "state_dict": state, **meta}, path
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict safely (``weights_only``), or raise one clear CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or pickled code refused by weights_only
+        raise CheckpointError(f"{path}: not a readable goodpoint_ros checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a goodpoint_ros checkpoint (expected format '{FORMAT}')")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None, conf: dict | None = None) -> BaseModel:
+    """Build the architecture the checkpoint records and load its weights strictly."""
+    saved = ckpt.get("model")
+    if saved not in MODELS:
+        raise CheckpointError(f"{path}: records unknown model '{saved}'")
+    if name is not None and MODELS[name][0] is not MODELS[saved][0]:
+        raise CheckpointError(f"{path}: holds a '{saved}' model, but '{name}' was requested")
+    model = build_model(saved, {**ckpt.get("conf", {}), **(conf or {})})
+    own = model.state_dict()
+    state = ckpt["state_dict"]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            x
+            for x in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch {shapes[:3]}" if shapes else "",
+            )
+            if x
+        )
+        raise CheckpointError(f"{path}: weights do not match model '{saved}': {detail}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return model
+
+
+def load_model(name: str, weights: str | Path | None = "default", conf: dict | None = None) -> BaseModel:
+    """A model by registry ``name`` with ``weights``: ``"default"`` (the shipped file for
+    ``name``, or random weights with a warning if none ships), ``None``/``"random"``, a shipped
+    name, or a path. ``conf`` may only change detection parameters of a checkpoint."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
+    if weights in (None, "", "random", "none"):
+        return build_model(name, conf)
+    if weights == "default":
+        path = shipped_weights(name)
+        if not path.is_file():
+            import warnings
+
+            warnings.warn(f"no trained weights ship for '{name}': using random weights", stacklevel=2)
+            return build_model(name, conf)
+    elif isinstance(weights, str) and weights in MODELS:
+        path = shipped_weights(weights)
+    else:
+        path = Path(weights)
+    model = model_from_checkpoint(read_checkpoint(path), path, name, conf)
+    return model.eval()

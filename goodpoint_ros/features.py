@@ -1,0 +1,225 @@
+"""Image -> sparse features: input preparation, NMS, borders, top-k and descriptor sampling.
+
+Every function here is batched and runs on the model's device; nothing loops over keypoints.
+Training, evaluation, the CLI and the node all go through ``extract_batch`` so that what is
+measured is what ships.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goodpoint_ros.device import resolve_device
+
+FEATURE_KEYS = ("keypoints", "scores", "descriptors", "detector")
+
+
+def prepare_image(image: Any, channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Any image (numpy/torch, uint8/uint16/float, gray/RGB/RGBA, HxW or HxWxC or CxHxW) -> CxHxW
+    float32 in [0, 1] with ``channels`` channels (1 = gray, 3 = RGB)."""
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype == np.uint8:
+            t = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+        elif arr.dtype == np.uint16:
+            t = torch.from_numpy(arr.astype(np.float32)).div_(65535.0)
+        elif arr.dtype.kind == "f":
+            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        else:
+            raise TypeError(f"unsupported image dtype {arr.dtype}")
+        if t.ndim == 3:
+            t = t.permute(2, 0, 1)  # HWC -> CHW
+    elif isinstance(image, torch.Tensor):
+        t = image
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        t = t.float()
+    else:
+        raise TypeError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3, 4) or min(t.shape[1:]) < 1:
+        raise ValueError(f"expected an HxW, HxWxC or CxHxW image, got shape {tuple(t.shape)}")
+    t = t[:3].to(device)
+    if channels == 1 and t.shape[0] == 3:
+        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2])[None]
+    elif channels == 3 and t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    return t.clamp(0.0, 1.0).contiguous()
+
+
+def pad_to_multiple(images: Sequence[torch.Tensor] | torch.Tensor, multiple: int):
+    """Stack CxHxW images into one zero-padded batch whose sides are multiples of ``multiple``.
+
+    Returns the batch and the valid (H, W) of each image as a Bx2 long tensor; coordinates stay
+    exact because padding is only added on the right and bottom.
+    """
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        images = list(images)
+    sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.long)
+    h, w = (int(math.ceil(int(s) / multiple) * multiple) for s in sizes.max(0).values)
+    batch = images[0].new_zeros((len(images), images[0].shape[0], h, w))
+    for i, im in enumerate(images):  # one copy per image, not per keypoint
+        batch[i, :, : im.shape[-2], : im.shape[-1]] = im
+    return batch, sizes.to(batch.device)
+
+
+def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local maxima of ``scores`` (...xHxW) in a (2r+1)^2 window, ties broken deterministically.
+
+    Two points that are both window maxima within each other's window must have equal scores;
+    a second max-pool over their linear indices keeps exactly one of them, so no two kept points
+    are within ``radius`` (Chebyshev, hence also Euclidean) of each other.
+    """
+    if radius <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    shape = scores.shape
+    s = scores.reshape(-1, 1, *shape[-2:]).float()
+    k = 2 * radius + 1
+    is_max = s == F.max_pool2d(s, k, stride=1, padding=radius)
+    index = torch.arange(s[0, 0].numel(), device=s.device, dtype=torch.float32).view(1, 1, *shape[-2:])
+    index = torch.where(is_max, index.expand_as(s), torch.full_like(s, -1.0))
+    keep = is_max & (index == F.max_pool2d(index, k, stride=1, padding=radius))
+    return keep.reshape(shape)
+
+
+def valid_mask(shape: torch.Size, sizes: torch.Tensor, border: int) -> torch.Tensor:
+    """Bx1xHxW mask of pixels at least ``border`` px inside each image's valid (unpadded) area."""
+    b, _, h, w = shape
+    ys = torch.arange(h, device=sizes.device).view(1, h, 1)
+    xs = torch.arange(w, device=sizes.device).view(1, 1, w)
+    hh = sizes[:, 0].view(b, 1, 1)
+    ww = sizes[:, 1].view(b, 1, 1)
+    m = (ys >= border) & (xs >= border) & (ys < hh - border) & (xs < ww - border)
+    return m[:, None]
+
+
+def topk_keypoints(scores: torch.Tensor, mask: torch.Tensor, k: int, threshold: float):
+    """Top-``k`` points of each BxNxHxW map among ``mask`` & score > threshold.
+
+    Returns keypoints BxNxkx2 (x, y), their scores BxNxk and a validity mask BxNxk (False where an
+    image has fewer than k candidates).
+    """
+    b, n, h, w = scores.shape
+    flat = torch.where(mask & (scores > threshold), scores, torch.full_like(scores, -math.inf))
+    flat = flat.reshape(b, n, h * w).float()
+    k = max(0, min(int(k), h * w))
+    top, idx = torch.topk(flat, k, dim=-1)
+    kpts = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
+    return kpts, top, torch.isfinite(top)
+
+
+def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, stride: int) -> torch.Tensor:
+    """Bilinearly sample BxDxhxw descriptors at BxKx2 pixel positions; L2-normalised BxKxD.
+
+    Cell (i, j) of a stride-s map is centred on pixel (s*j + (s-1)/2, s*i + (s-1)/2).
+    """
+    b, d, h, w = dense.shape
+    pos = (keypoints - (stride - 1) / 2.0) / stride
+    norm = torch.tensor([max(w - 1, 1), max(h - 1, 1)], device=dense.device, dtype=pos.dtype)
+    grid = (pos / norm * 2.0 - 1.0).view(b, 1, -1, 2).to(dense.dtype)
+    desc = F.grid_sample(dense, grid, mode="bilinear", align_corners=True)
+    return F.normalize(desc.view(b, d, -1).transpose(1, 2).float(), dim=-1)
+
+
+def split_batch(kpts, scores, desc, detector, valid) -> list[dict[str, torch.Tensor]]:
+    """Flatten BxNxK candidates (valid ones only) into one feature dict per image, by score."""
+    out = []
+    for i in range(kpts.shape[0]):
+        v = valid[i]
+        s = scores[i][v]
+        order = torch.argsort(s, descending=True)
+        out.append(
+            {
+                "keypoints": kpts[i][v][order],
+                "scores": s[order],
+                "descriptors": desc[i][v][order],
+                "detector": detector[i][v][order].to(torch.uint8),
+            }
+        )
+    return out
+
+
+def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor) -> list[dict]:
+    """Run ``model`` on CxHxW images (same channels, any sizes) and return one feature dict each.
+
+    Keypoints are (x, y) pixels of the original image; descriptors are L2-normalised.
+    """
+    batch, sizes = pad_to_multiple(images, model.pad_to)
+    scales = model.pyramid_scales(int(sizes[:, 0].min()), int(sizes[:, 1].min()))
+    if len(scales) == 1:
+        return model.detect(model(batch), sizes)
+    per_scale = []
+    for s in scales:
+        if s == 1.0:
+            sb, ss = batch, sizes
+        else:
+            h, w = (int(round(v * s)) for v in batch.shape[-2:])
+            h, w = (int(math.ceil(v / model.pad_to) * model.pad_to) for v in (h, w))
+            sb = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
+            ss = (sizes.float() * s).floor().long()
+        feats = model.detect(model(sb), ss, budget_scale=1.0)
+        for f in feats:
+            f["keypoints"] = f["keypoints"] / s
+        per_scale.append(feats)
+    return [model.merge_scales([p[i] for p in per_scale]) for i in range(len(sizes))]
+
+
+class Extractor:
+    """Convenience wrapper: model by name or checkpoint, device, precision, numpy in and out."""
+
+    def __init__(
+        self,
+        model: str = "goodpoint",
+        weights: str | None = "default",
+        device: str = "auto",
+        conf: dict | None = None,
+        fp16: bool = True,
+        channels_last: bool = True,
+    ) -> None:
+        from goodpoint_ros.checkpoint import load_model
+
+        self.device = resolve_device(device)
+        self.model = load_model(model, weights, conf=conf).to(self.device).eval()
+        self.fp16 = fp16 and self.device.type == "cuda"
+        if channels_last and self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def set_detection(self, **kwargs: Any) -> None:
+        self.model.set_detection(**kwargs)
+
+    @torch.inference_mode()
+    def extract(self, image: Any) -> dict[str, torch.Tensor]:
+        """Features of one image as tensors on the model's device."""
+        return self.extract_many([image])[0]
+
+    @torch.inference_mode()
+    def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
+        ims = [prepare_image(im, self.model.in_channels, self.device) for im in images]
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            feats = extract_batch(self.model, ims)
+        for f in feats:
+            f["descriptors"] = f["descriptors"].float()
+        return feats
+
+    def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
+        """Features of one image as numpy arrays (float32, detector uint8)."""
+        return to_numpy(self.extract(image))
+
+
+def to_numpy(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    out = {k: feats[k].detach().cpu().numpy() for k in FEATURE_KEYS}
+    for k in ("keypoints", "scores", "descriptors"):
+        out[k] = out[k].astype(np.float32, copy=False)
+    out["detector"] = out["detector"].astype(np.uint8, copy=False)
+    return out

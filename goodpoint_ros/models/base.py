@@ -1,0 +1,65 @@
+"""Shared model plumbing: LightGlue-style ``default_conf`` merging and ``extract``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def merge_conf(default: dict, user: dict | None) -> dict:
+    """Recursively merge ``user`` into a copy of ``default``; unknown keys are an error."""
+    out = copy.deepcopy(default)
+    for key, value in (user or {}).items():
+        if key not in out:
+            raise KeyError(f"unknown config key '{key}' (known: {sorted(out)})")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge_conf(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class BaseModel(nn.Module):
+    """A keypoint model: dense ``forward`` for training, sparse ``extract`` for inference.
+
+    Subclasses set ``default_conf`` (architecture and detection keys), ``name``, the number of
+    input channels, the stride the input must be padded to, and implement ``forward`` and
+    ``detect``.
+    """
+
+    name: str = "base"
+    default_conf: dict[str, Any] = {}
+    # Keys that change the detections but not the weights; they may be changed at run time.
+    detection_keys: tuple[str, ...] = ()
+    in_channels: int = 1
+    pad_to: int = 1
+
+    def __init__(self, conf: dict | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.conf = merge_conf(self.default_conf, {**(conf or {}), **kwargs})
+
+    @property
+    def arch_conf(self) -> dict:
+        """The part of the config that determines the weights' shapes (saved in checkpoints)."""
+        return {k: v for k, v in self.conf.items() if k not in self.detection_keys}
+
+    def set_detection(self, **kwargs: Any) -> None:
+        """Change detection parameters (threshold, NMS radius, max keypoints...) in place."""
+        for key, value in kwargs.items():
+            if key not in self.detection_keys:
+                raise KeyError(f"'{key}' is not a detection parameter of {self.name}")
+            self.conf[key] = value
+
+    def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor) -> list[dict]:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def extract(self, image: Any) -> dict[str, torch.Tensor]:
+        """Keypoints, scores, descriptors and detector ids of one image (any dtype/size/colour)."""
+        from goodpoint_ros.features import extract_batch, prepare_image
+
+        device = next(self.parameters()).device
+        return extract_batch(self, prepare_image(image, self.in_channels, device)[None])[0]

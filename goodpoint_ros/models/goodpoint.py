@@ -1,0 +1,90 @@
+"""GoodPoint (Belikov & Potapov, 2021): the SuperPoint architecture trained without labels.
+
+Paper section 3: a VGG encoder (stride 8) shared by two heads.
+- Detector: 64 channels per 8x8 cell, *no dustbin*, softmax over the 64 channels, reshaped to a
+  full-resolution confidence map (pixel shuffle).
+- Descriptor: a 256-d semi-dense map, bilinearly interpolated at keypoints and L2-normalised.
+- Activation: leaky ReLU everywhere (instead of SuperPoint's ReLU).
+
+Deviations, on purpose:
+- Optional batch norm after each convolution (on by default, as in common SuperPoint training
+  code); it makes from-scratch training on small CPU batches stable.
+- ``channels``/``head_channels``/``descriptor_dim`` are configurable so ``goodpoint_small`` can
+  run in real time on a CPU; the default values are the paper's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from goodpoint_ros.features import nms_mask, sample_descriptors, split_batch, topk_keypoints, valid_mask
+from goodpoint_ros.models.base import BaseModel
+
+
+def conv(cin: int, cout: int, k: int, bn: bool, act: bool = True, slope: float = 0.01) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    if act:
+        layers.append(nn.LeakyReLU(slope, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class GoodPoint(BaseModel):
+    name = "goodpoint"
+    in_channels = 1
+    pad_to = 8
+    default_conf = {
+        "channels": [64, 64, 128, 128],  # VGG blocks 1-4 (SuperPoint)
+        "head_channels": 256,
+        "descriptor_dim": 256,
+        "batch_norm": True,
+        "leaky_slope": 0.01,
+        # detection (run-time) parameters
+        "max_keypoints": 1000,
+        "detection_threshold": 0.015,  # softmax over 64 cells: uniform is 1/64 = 0.0156
+        "nms_radius": 4,
+        "remove_borders": 4,
+    }
+    detection_keys = ("max_keypoints", "detection_threshold", "nms_radius", "remove_borders")
+
+    def __init__(self, conf: dict | None = None, **kwargs) -> None:
+        super().__init__(conf, **kwargs)
+        c = self.conf
+        bn, sl = c["batch_norm"], c["leaky_slope"]
+        c1, c2, c3, c4 = c["channels"]
+        self.encoder = nn.Sequential(
+            conv(1, c1, 3, bn, slope=sl), conv(c1, c1, 3, bn, slope=sl), nn.MaxPool2d(2),
+            conv(c1, c2, 3, bn, slope=sl), conv(c2, c2, 3, bn, slope=sl), nn.MaxPool2d(2),
+            conv(c2, c3, 3, bn, slope=sl), conv(c3, c3, 3, bn, slope=sl), nn.MaxPool2d(2),
+            conv(c3, c4, 3, bn, slope=sl), conv(c4, c4, 3, bn, slope=sl),
+        )  # fmt: skip
+        h = c["head_channels"]
+        self.detector = nn.Sequential(conv(c4, h, 3, bn, slope=sl), nn.Conv2d(h, 64, 1))
+        self.descriptor = nn.Sequential(conv(c4, h, 3, bn, slope=sl), nn.Conv2d(h, c["descriptor_dim"], 1))
+
+    def pyramid_scales(self, height: int, width: int) -> list[float]:
+        return [1.0]
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """image Bx1xHxW in [0, 1] (H, W multiples of 8) -> dense heatmap and descriptors.
+
+        ``heatmap`` is Bx1xHxW (softmax probabilities, each 8x8 cell sums to 1), ``logits`` the
+        Bx64xH/8xW/8 pre-softmax cells, ``descriptors`` Bx D xH/8xW/8 L2-normalised.
+        """
+        x = self.encoder(image)
+        logits = self.detector(x)
+        heatmap = F.pixel_shuffle(torch.softmax(logits.float(), dim=1), 8)
+        desc = F.normalize(self.descriptor(x), dim=1)
+        return {"heatmap": heatmap, "logits": logits, "descriptors": desc}
+
+    def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
+        c = self.conf
+        heat = dense["heatmap"]
+        mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
+        kpts, scores, valid = topk_keypoints(heat, mask, c["max_keypoints"] * budget_scale, c["detection_threshold"])
+        b = kpts.shape[0]
+        desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 8).view(*kpts.shape[:3], -1)
+        return split_batch(kpts, scores, desc, torch.zeros_like(valid, dtype=torch.uint8), valid)
