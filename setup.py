@@ -1,0 +1,44 @@
+"""ament_python package at the repo root: ``colcon build`` on ROS 2, ``pip install -e .`` in a venv."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "goodpoint_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["goodpoint_ros", "goodpoint_ros.*", "training", "training.*"]),
+    package_data={
+        "goodpoint_ros": ["weights/*.pt", "weights/*.md", "data/*"],
+        "training": ["configs/*.yaml"],
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+    ],
+    install_requires=["setuptools", "numpy", "pyyaml"],
+    zip_safe=False,
+    maintainer="goodpoint_ros maintainers",
+    maintainer_email="maintainers@goodpoint-ros.dev",
+    description="Learned keypoints (GoodPoint, MD-Net) for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            # ROS-free tools
+            "goodpoint-extract = goodpoint_ros.cli:extract_main",
+            "goodpoint-match = goodpoint_ros.cli:match_main",
+            "goodpoint-export = goodpoint_ros.backends.export:main",
+            "goodpoint-bag = goodpoint_ros.bag_tool:main",
+            "goodpoint-train = training.train:main",
+            "goodpoint-eval = training.evaluate:main",
+            # ROS 2 nodes (`ros2 run goodpoint_ros extractor`)
+            "extractor = goodpoint_ros.ros.extractor_node:main",
+            "player = goodpoint_ros.ros.player:main",
+            "goodpoint-demo = goodpoint_ros.ros.demo:main",
+        ],
+    },
+)
