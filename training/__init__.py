@@ -1,0 +1,1 @@
+"""Offline training and evaluation of GoodPoint and MD-Net (not installed on robots)."""
