@@ -1,0 +1,48 @@
+"""Reading images from disk and the embedded real photos used by demos and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageReadError(RuntimeError):
+    pass
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB (or gray) uint8/uint16, or ImageReadError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageReadError(f"{path}: not a readable image")
+    if image.ndim == 3:
+        code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        image = cv2.cvtColor(image, code)
+    return image
+
+
+def sample_photo(name: str = "astronaut") -> np.ndarray:
+    """A real photo bundled with scikit-image (offline): astronaut, coffee, chelsea, rocket,
+    motorcycle_left, motorcycle_right, brick, grass, gravel, camera..."""
+    from skimage import data
+
+    if hasattr(data, name):
+        image = getattr(data, name)()
+    else:  # files without a loader function (the stereo pair halves)
+        found = sorted(Path(data.__file__).parent.glob(f"{name}.*"))
+        if not found:
+            raise ImageReadError(f"no bundled photo named '{name}'")
+        image = read_image(found[0])
+    return np.ascontiguousarray(image[..., :3] if image.ndim == 3 else image)
+
+
+def sample_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A real stereo pair (Middlebury motorcycle, bundled with scikit-image), half resolution."""
+    left, right = sample_photo("motorcycle_left"), sample_photo("motorcycle_right")
+    size = (left.shape[1] // 2, left.shape[0] // 2)
+    return cv2.resize(left, size, interpolation=cv2.INTER_AREA), cv2.resize(right, size, interpolation=cv2.INTER_AREA)

@@ -1,0 +1,181 @@
+"""Core library behaviour: detection post-processing, matching, checkpoints, CLI contract."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from goodpoint_ros.checkpoint import CheckpointError, load_model, read_checkpoint, save_weights
+from goodpoint_ros.features import Extractor, extract_batch, nms_mask, pad_to_multiple, prepare_image
+from goodpoint_ros.matching import match_mnn, match_per_set
+from goodpoint_ros.models import build_model
+
+
+def test_peak_in_odd_sized_image_is_reported_at_its_pixel():
+    """A single peak in a padded odd-sized image comes back at its exact (x, y)."""
+    model = build_model("goodpoint_small", {"max_keypoints": 10, "detection_threshold": 0.5}).eval()
+    h, w = 61, 83  # padded to 64 x 88
+    batch, sizes = pad_to_multiple([torch.zeros(1, h, w)], 8)
+    heat = torch.zeros(1, 1, *batch.shape[-2:])
+    heat[0, 0, 37, 51] = 0.9  # y=37, x=51
+    heat[0, 0, 62, 85] = 0.95  # inside the padding: must be ignored
+    dense = {"heatmap": heat, "descriptors": F.normalize(torch.randn(1, 128, 8, 11), dim=1)}
+    (f,) = model.detect(dense, sizes)
+    assert f["keypoints"].tolist() == [[51.0, 37.0]]
+    assert f["descriptors"].shape == (1, 128)
+    assert torch.allclose(f["descriptors"].norm(dim=1), torch.ones(1))
+
+
+def test_nms_never_keeps_two_points_closer_than_radius():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(2, 1, 50, 70, generator=g)
+    scores[0, 0, 10:20, 10:20] = 1.0  # a plateau of ties
+    for r in (1, 2, 4):
+        keep = nms_mask(scores, r)
+        for b in range(2):
+            pts = torch.nonzero(keep[b, 0]).float()
+            d = torch.cdist(pts, pts) + torch.eye(len(pts)) * 1e9
+            assert d.min() > r
+        assert keep[0, 0, 10:20, 10:20].sum() >= 1  # the plateau keeps at least one point
+
+
+def test_mnn_returns_exactly_the_constructed_pairs():
+    g = torch.Generator().manual_seed(1)
+    d1 = F.normalize(torch.randn(40, 32, generator=g), dim=1)
+    perm = torch.randperm(40, generator=g)[:25]
+    d0 = F.normalize(d1[perm] + 0.05 * torch.randn(25, 32, generator=g), dim=1)
+    m, dist = match_mnn(d0, d1)
+    assert sorted(map(tuple, m.tolist())) == sorted((i, int(p)) for i, p in enumerate(perm))
+    assert (dist < 0.5).all()
+    m_strict, _ = match_mnn(d0, d1, max_distance=0.0)
+    assert len(m_strict) == 0
+
+
+def test_per_set_matching_equals_full_matching_restricted_to_each_set():
+    g = torch.Generator().manual_seed(2)
+    d0 = F.normalize(torch.randn(300, 16, generator=g), dim=1)
+    d1 = F.normalize(torch.randn(280, 16, generator=g), dim=1)
+    det0 = torch.randint(0, 3, (300,), generator=g)
+    det1 = torch.randint(0, 3, (280,), generator=g)
+    got, _ = match_per_set(d0, det0, d1, det1, 3)
+    want = []
+    for s in range(3):
+        i0, i1 = torch.nonzero(det0 == s)[:, 0], torch.nonzero(det1 == s)[:, 0]
+        m, _ = match_mnn(d0[i0], d1[i1])
+        want += [(int(i0[a]), int(i1[b])) for a, b in m.tolist()]
+    assert sorted(map(tuple, got.tolist())) == sorted(want)
+    assert (det0[got[:, 0]] == det1[got[:, 1]]).all()
+
+
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_weights_round_trip_bit_exactly(tmp_path, name):
+    model = build_model(name)
+    path = tmp_path / "w.pt"
+    save_weights(model, path, steps=3)
+    loaded = load_model(name, path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert read_checkpoint(path)["steps"] == 3
+
+
+def test_corrupt_truncated_and_mismatched_weights_raise_a_clear_error(tmp_path):
+    model = build_model("goodpoint_small")
+    good = tmp_path / "good.pt"
+    save_weights(model, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for path in (truncated, garbage):
+        with pytest.raises(CheckpointError, match=path.name):
+            load_model("goodpoint_small", path)
+    with pytest.raises(CheckpointError, match="'mdnet' was requested"):
+        load_model("mdnet", good)
+    ckpt = read_checkpoint(good)
+    ckpt["state_dict"]["detector.1.weight"] = torch.zeros(3, 3, 1, 1)
+    bad = tmp_path / "shape.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_model("goodpoint_small", bad)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "goodpoint_ros/1", "state_dict": {}, "x": subprocess.Popen}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_model("goodpoint_small", evil)
+
+
+def test_prepare_image_accepts_any_input():
+    rgb8 = np.random.default_rng(0).integers(0, 255, (31, 47, 3), dtype=np.uint8)
+    for image in (rgb8, rgb8[..., 0], rgb8.astype(np.uint16) * 257, rgb8 / 255.0, np.dstack([rgb8, rgb8[..., :1]])):
+        for c in (1, 3):
+            t = prepare_image(image, c)
+            assert t.shape == (c, 31, 47) and t.dtype == torch.float32
+            assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_extraction_contract_on_a_real_photo(photo, name):
+    ex = Extractor(name, weights="random", device="cpu", conf={"max_keypoints": 200, "detection_threshold": 0.0})
+    img = photo[:237, :311]  # odd size
+    f = ex.extract_numpy(img)
+    k = len(f["keypoints"])
+    assert 0 < k <= 200
+    assert f["keypoints"].dtype == np.float32 and f["keypoints"].shape == (k, 2)
+    assert f["descriptors"].shape[0] == k and np.allclose(np.linalg.norm(f["descriptors"], axis=1), 1, atol=1e-4)
+    assert (f["keypoints"][:, 0] < 311).all() and (f["keypoints"][:, 1] < 237).all()
+    assert (np.diff(f["scores"]) <= 0).all()
+    # batched extraction (same-size images, as in training) gives the single-image result
+    many = ex.extract_many([img, np.ascontiguousarray(img[::-1])])
+    assert np.allclose(many[0]["keypoints"].numpy(), f["keypoints"])
+
+
+def test_mdnet_detectors_each_keep_their_share_and_multiscale_works(photo):
+    model = build_model("mdnet_small", {"max_keypoints": 100, "detection_threshold": 0.0}).eval()
+    with torch.inference_mode():
+        (f,) = extract_batch(model, [prepare_image(photo, 3)])
+    assert sorted(set(f["detector"].tolist())) == [0, 1]
+    assert (f["detector"] == 0).sum() == 50 and (f["detector"] == 1).sum() == 50
+    model.set_detection(multiscale=True, pyramid_min_size=100)
+    with torch.inference_mode():
+        (g,) = extract_batch(model, [prepare_image(photo, 3)])
+    assert len(g["keypoints"]) == 100 and g["keypoints"][:, 0].max() < 320
+
+
+def test_cli_extract_contract_and_unreadable_image(tmp_path, photo):
+    import cv2
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), photo)
+    out = tmp_path / "f.npz"
+    cmd = [sys.executable, "-m", "goodpoint_ros.cli_extract"]
+    r = subprocess.run(
+        [
+            *cmd,
+            "--model",
+            "goodpoint_small",
+            "--weights",
+            "random",
+            "--max-keypoints",
+            "50",
+            str(img),
+            str(img),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    z = np.load(out)
+    for i in (0, 1):
+        assert z[f"keypoints_{i}"].dtype == np.float32 and z[f"keypoints_{i}"].shape[1] == 2
+        assert z[f"scores_{i}"].dtype == np.float32
+        assert z[f"descriptors_{i}"].shape == (len(z[f"keypoints_{i}"]), 128)
+        assert z[f"detector_{i}"].dtype == np.uint8
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    r = subprocess.run([*cmd, str(bad), "--output", str(out)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and "bad.png" in r.stderr
