@@ -1,0 +1,405 @@
+"""Training data: image folders (COCO layout) and ROS 2 bags, mixed into one stream of pairs.
+
+A *source* holds frames and returns one as uint8 (HxW gray or HxWx3 RGB) by index. ``PairDataset``
+turns any source into homography pairs (``training.augment.make_pair``); every sample is a pure
+function of (seed, sample index), so a resumed run sees exactly the data it would have seen.
+
+Bags are read once with ``rosbags`` (sqlite3 and mcap) and their selected frames are kept in memory
+as encoded bytes (CompressedImage payloads as they are, raw images JPEG-encoded at quality 95: a
+deliberate, small loss that keeps 2000 frames around 100 MB).
+
+Command line: ``python -m training.datasets --list-topics BAG`` lists a bag's topics;
+``python -m training.datasets --count SOURCE...`` counts usable frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from training.augment import make_pair
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+class DataError(RuntimeError):
+    """A data source that cannot be used (missing folder, no images, missing topic...)."""
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Any decoded frame -> uint8 HxW or HxWx3 (16-bit and float frames are stretched to 1..99 %)."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    x = image.astype(np.float32)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.zeros(image.shape, np.uint8)
+    lo, hi = np.percentile(finite, (1, 99))
+    x = np.nan_to_num((x - lo) / max(hi - lo, 1e-6), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+class _SkipCounter:
+    """Counts frames that could not be used; warns once per process, not once per frame."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self._warned = False
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{self.what}: skipping unusable frames (first: {reason}); see .skipped", stacklevel=3)
+
+
+class ImageFolder:
+    """Every image file under ``root`` (any nested tree, e.g. COCO train2017), sorted by path."""
+
+    def __init__(self, root: str | Path, min_size: int = 64, max_images: int | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"image folder {self.root} does not exist")
+        paths: list[str] = []
+        for d, subdirs, files in os.walk(self.root, followlinks=True):
+            subdirs.sort()
+            paths += [os.path.join(d, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if max_images:
+            paths = paths[: int(max_images)]
+        if not paths:
+            raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
+        self.paths = paths
+        self.min_size = min_size
+        self.skips = _SkipCounter(f"image folder {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def skipped(self) -> int:
+        return self.skips.count
+
+    def load(self, index: int) -> np.ndarray | None:
+        """The frame, or None (counted) when it is unreadable or smaller than ``min_size``."""
+        path = self.paths[index]
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if image is None or image.size == 0:
+            self.skips.add(f"{path}: unreadable")
+            return None
+        if min(image.shape[:2]) < self.min_size:
+            self.skips.add(f"{path}: {image.shape[1]}x{image.shape[0]} is smaller than {self.min_size} px")
+            return None
+        if image.ndim == 3 and image.shape[2] >= 3:
+            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+        return to_uint8(image)
+
+
+# ---------------------------------------------------------------- ROS 2 bags
+
+_BAYER = {  # ROS encoding -> OpenCV code (OpenCV names the pattern from the second row, as cv_bridge does)
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+_CHANNELS = {"mono8": 1, "8uc1": 1, "rgb8": 3, "bgr8": 3, "8uc3": 3, "rgba8": 4, "bgra8": 4, "8uc4": 4}
+_CHANNELS16 = {"mono16": 1, "16uc1": 1, "rgb16": 3, "bgr16": 3, "rgba16": 4, "bgra16": 4}
+
+
+def decode_image_msg(msg) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (mono8/16, rgb/bgr(a)8, bayer, 32FC1 depth)."""
+    enc = str(msg.encoding).lower()
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    buf = np.asarray(msg.data, dtype=np.uint8)
+    if h <= 0 or w <= 0 or buf.size < h * step:
+        raise ValueError(f"{w}x{h} {enc} image with step {step} has {buf.size} bytes")
+    rows = buf[: h * step].reshape(h, step)
+    if enc in _CHANNELS:
+        c = _CHANNELS[enc]
+        img = rows[:, : w * c].reshape(h, w, c)
+    elif enc in _BAYER:
+        return cv2.cvtColor(np.ascontiguousarray(rows[:, :w]), _BAYER[enc])
+    elif enc in _CHANNELS16 or enc == "32fc1":
+        c = _CHANNELS16.get(enc, 1)
+        dtype = np.dtype(np.float32 if enc == "32fc1" else np.uint16)
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+        img = np.ascontiguousarray(rows[:, : w * c * dtype.itemsize]).view(dtype).reshape(h, w, c).astype(dtype.type)
+    else:
+        raise ValueError(f"unsupported image encoding '{msg.encoding}'")
+    if enc.startswith("bgr"):
+        img = img[..., [2, 1, 0]]
+    return to_uint8(img)
+
+
+def decode_compressed_msg(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 HxW or HxWx3 RGB."""
+    img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"undecodable compressed image (format '{msg.format}')")
+    if img.ndim == 3:
+        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+    return to_uint8(img)
+
+
+def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """topic -> (message type, message count) of a ROS 2 bag (sqlite3 or mcap)."""
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"bag {path} does not exist")
+    try:
+        with AnyReader([path]) as reader:
+            return {t: (i.msgtype, i.msgcount) for t, i in sorted(reader.topics.items())}
+    except Exception as e:  # rosbags raises several types for a broken or unknown bag
+        raise DataError(f"bag {path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+class BagFrames:
+    """Image frames of one topic of a ROS 2 bag; ``topic=None`` picks the only image topic (or the
+    one with most messages), ``stride`` keeps every n-th frame, ``max_frames`` caps the count."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        topic: str | None = None,
+        stride: int = 1,
+        max_frames: int | None = 2000,
+        min_size: int = 64,
+    ) -> None:
+        from rosbags.highlevel import AnyReader
+
+        self.path = Path(path)
+        topics = bag_topics(self.path)
+        listing = ", ".join(f"{t} [{m}, {n} msgs]" for t, (m, n) in topics.items()) or "none"
+        if topic is None:
+            images = [t for t, (m, _) in topics.items() if m in IMAGE_TYPES]
+            if not images:
+                raise DataError(f"bag {self.path} has no Image/CompressedImage topic; topics: {listing}")
+            topic = max(images, key=lambda t: topics[t][1])
+        elif topic not in topics:
+            raise DataError(f"bag {self.path} has no topic '{topic}'; topics: {listing}")
+        elif topics[topic][0] not in IMAGE_TYPES:
+            raise DataError(f"topic '{topic}' of {self.path} is {topics[topic][0]}, not an image; topics: {listing}")
+        self.topic = topic
+        self.skips = _SkipCounter(f"bag {self.path} topic {topic}")
+        self.frames: list[bytes] = []
+        stride = max(1, int(stride))
+        with AnyReader([self.path]) as reader:
+            conns = [c for c in reader.connections if c.topic == topic]
+            for i, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+                if i % stride:
+                    continue
+                if max_frames and len(self.frames) >= int(max_frames):
+                    break
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    if conn.msgtype.endswith("CompressedImage"):
+                        img = decode_compressed_msg(msg)
+                        data = bytes(np.asarray(msg.data, dtype=np.uint8))
+                    else:
+                        img = decode_image_msg(msg)
+                        data = None
+                except Exception as e:  # corrupt or unsupported message: skip it, count it
+                    self.skips.add(f"message {i}: {type(e).__name__}: {e}")
+                    continue
+                if min(img.shape[:2]) < min_size:
+                    self.skips.add(f"message {i}: {img.shape[1]}x{img.shape[0]} smaller than {min_size} px")
+                    continue
+                if data is None:
+                    bgr = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+                    data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+                self.frames.append(data)
+        if not self.frames:
+            raise DataError(f"bag {self.path} topic {topic}: no usable frames ({self.skips.count} skipped)")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def skipped(self) -> int:
+        return self.skips.count
+
+    def load(self, index: int) -> np.ndarray | None:
+        img = cv2.imdecode(np.frombuffer(self.frames[index], np.uint8), cv2.IMREAD_UNCHANGED)
+        if img.ndim == 3:
+            img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+        return to_uint8(img)
+
+
+class Mixture:
+    """Several sources as one, concatenated (index i goes to the source that holds it)."""
+
+    def __init__(self, sources: Sequence) -> None:
+        if not sources:
+            raise DataError("no data sources configured (set data.root or data.sources)")
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.skipped for s in self.sources)
+
+    def load(self, index: int) -> np.ndarray | None:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.sources[k].load(index - int(self.offsets[k]))
+
+
+def build_source(conf: dict) -> Mixture:
+    """Sources from a ``data`` config: ``root`` (one image folder, the common case) and/or
+    ``sources``: a list of ``{type: images, root, max_images}`` or
+    ``{type: bag, path, topic, stride, max_frames}``."""
+    min_size = int(conf.get("min_size", 64))
+    specs = list(conf.get("sources") or [])
+    if conf.get("root"):
+        specs.insert(0, {"type": "images", "root": conf["root"]})
+    out = []
+    for spec in specs:
+        kind = spec.get("type", "images")
+        if kind == "images":
+            out.append(ImageFolder(spec["root"], min_size=min_size, max_images=spec.get("max_images")))
+        elif kind == "bag":
+            out.append(
+                BagFrames(
+                    spec["path"],
+                    topic=spec.get("topic"),
+                    stride=spec.get("stride", 1),
+                    max_frames=spec.get("max_frames", 2000),
+                    min_size=min_size,
+                )
+            )
+        else:
+            raise DataError(f"unknown data source type '{kind}' (use 'images' or 'bag')")
+    return Mixture(out)
+
+
+class PairDataset(Dataset):
+    """Sample ``i`` -> a homography pair from frame ``perm_epoch[i mod n]``; deterministic in (seed, i).
+
+    Items: ``image0``/``image1`` CxHxW float32 in [0, 1] (C = ``channels``), ``H`` 3x3 float32
+    (image0 -> image1 pixels), ``mask0``/``mask1`` 1xHxW float32.
+    """
+
+    def __init__(
+        self,
+        source,
+        crop: int | Sequence[int] = 256,
+        channels: int = 1,
+        seed: int = 0,
+        noise: bool = True,
+        homography: dict | None = None,
+        length: int | None = None,
+    ) -> None:
+        self.source = source
+        self.crop = int(crop) if np.isscalar(crop) else tuple(int(c) for c in crop)
+        self.channels = channels
+        self.seed = int(seed)
+        self.noise = noise
+        self.homography = dict(homography or {})
+        self.length = length
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.length if self.length is not None else len(self.source)
+
+    def _frame_index(self, i: int) -> int:
+        n = len(self.source)
+        epoch = i // n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 7919, epoch]).permutation(n))
+        return int(self._perm[1][i % n])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(i)])
+        image = None
+        for k in range(64):  # unusable frames: take the next sample's frame (deterministically)
+            image = self.source.load(self._frame_index(int(i) + k * 104729))
+            if image is not None:
+                break
+        if image is None:
+            raise DataError("64 consecutive frames were unusable: check the data source")
+        if self.channels == 1 and image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        elif self.channels == 3 and image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        pair = make_pair(image, self.crop, rng, noise=self.noise, homography=self.homography)
+
+        def im(x: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(x).float().div_(255.0)
+            return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+        return {
+            "image0": im(pair["image0"]),
+            "image1": im(pair["image1"]),
+            "H": torch.from_numpy(pair["H"]).float(),
+            "mask0": torch.from_numpy(pair["mask0"])[None].float(),
+            "mask1": torch.from_numpy(pair["mask1"])[None].float(),
+        }
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Sample indices for steps ``start_step, start_step+1, ...``, sharded by rank.
+
+    Plays the role of ``DistributedSampler`` (each rank gets disjoint samples) but starts at any
+    step, so ``--resume`` continues the exact data stream; the permutation lives in the dataset.
+    """
+
+    def __init__(self, batch_size: int, start_step: int = 0, steps: int | None = None, rank: int = 0, world: int = 1):
+        self.batch_size, self.start, self.steps, self.rank, self.world = batch_size, start_step, steps, rank, world
+
+    def __iter__(self):
+        step = self.start
+        while self.steps is None or step < self.steps:
+            base = (step * self.world + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+            step += 1
+
+    def __len__(self) -> int:
+        return max(0, (self.steps or 0) - self.start) * self.batch_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--list-topics", metavar="BAG", help="print the topics of a ROS 2 bag and exit")
+    ap.add_argument("--count", nargs="+", metavar="SOURCE", help="image folders or bags: count usable frames")
+    ap.add_argument("--topic", default=None)
+    args = ap.parse_args(argv)
+    try:
+        if args.list_topics:
+            for t, (m, n) in bag_topics(args.list_topics).items():
+                print(f"{t}\t{m}\t{n}{'  (image)' if m in IMAGE_TYPES else ''}")
+            return 0
+        if args.count:
+            for s in args.count:
+                p = Path(s)
+                is_bag = p.suffix in (".mcap", ".db3") or (p / "metadata.yaml").exists()
+                src = BagFrames(p, args.topic) if is_bag else ImageFolder(p)
+                print(f"{s}: {len(src)} frames")
+            return 0
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ap.print_help()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
