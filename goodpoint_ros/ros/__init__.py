@@ -1,0 +1,1 @@
+"""ROS 2 side of goodpoint_ros: the only package that imports rclpy (``layout`` stays ROS-free)."""
