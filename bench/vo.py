@@ -1,0 +1,220 @@
+"""Visual-odometry bench: GoodPoint, MD-Net and ORB through the SAME odometry on one rendered room.
+
+    .venv/bin/python bench/vo.py                       # table of ATE / RPE, rgbd + stereo + mono
+    .venv/bin/python bench/vo.py --write-bag /tmp/room # also write the sequence as a ROS 2 bag (mcap)
+
+The sequence comes from ``goodpoint_ros.synthetic`` (photos on the walls of a box, exact depth and
+poses). Features: learned models through ``backends.make_extractor`` (shipped weights, random with a
+warning if none ship), ORB through ``odometry.orb_features``; all matched by ``matching.match_features``
+(mutual nearest neighbour) and fed to ``odometry.VisualOdometry``.
+
+ATE: RMSE of positions after aligning the estimate to ground truth (SE3 for metric modes, Sim3 for
+mono). RPE: RMSE of the translation (m, after the same scale for mono) and rotation (deg) errors of
+consecutive-frame relative motions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goodpoint_ros.matching import match_features
+from goodpoint_ros.odometry import VisualOdometry, orb_features
+from goodpoint_ros.synthetic import Sequence, camera_info_p, render_sequence
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool) -> tuple[float, np.ndarray, np.ndarray]:
+    """s, R, t minimising |dst - (s R src + t)|^2 over Nx3 point sets (Umeyama 1991)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(xd.T @ xs / len(src))
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / xs.var(0).sum()) if with_scale else 1.0
+    return s, R, mu_d - s * R @ mu_s
+
+
+def ate_rpe(est: np.ndarray, gt: np.ndarray, sim3: bool) -> tuple[float, float, float]:
+    """ATE (m), RPE translation (m/frame) and RPE rotation (deg/frame) of Nx4x4 poses."""
+    gt_rel = np.linalg.inv(gt[0]) @ gt  # both trajectories start at the identity
+    s, R, t = umeyama(est[:, :3, 3], gt_rel[:, :3, 3], sim3)
+    aligned = (s * est[:, :3, 3] @ R.T) + t
+    ate = float(np.sqrt(np.mean(np.sum((aligned - gt_rel[:, :3, 3]) ** 2, 1))))
+    scaled = est.copy()
+    scaled[:, :3, 3] *= s  # mono: the Sim3 scale, so relative translations are comparable
+    d_est = np.linalg.inv(scaled[:-1]) @ scaled[1:]
+    d_gt = np.linalg.inv(gt_rel[:-1]) @ gt_rel[1:]
+    err = np.linalg.inv(d_gt) @ d_est
+    rpe_t = float(np.sqrt(np.mean(np.sum(err[:, :3, 3] ** 2, 1))))
+    cos = np.clip((np.trace(err[:, :3, :3], axis1=1, axis2=2) - 1) / 2, -1, 1)
+    rpe_r = float(np.degrees(np.sqrt(np.mean(np.arccos(cos) ** 2))))
+    return ate, rpe_t, rpe_r
+
+
+def feature_fn(method: str, device: str, max_keypoints: int):
+    """image -> numpy feature dict for ``method`` (goodpoint, mdnet, ... or orb)."""
+    if method == "orb":
+        return lambda im: orb_features(im, max_keypoints)
+    from goodpoint_ros.backends import make_extractor
+    from goodpoint_ros.features import to_numpy
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ext = make_extractor(model=method, weights="default", device=device)
+    for w in caught:
+        print(f"warning: {method}: {w.message}", file=sys.stderr)
+    ext.set_detection(max_keypoints=max_keypoints)
+    return lambda im: to_numpy(ext.extract(im))
+
+
+def _torch(f: dict) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.items()}
+
+
+def match(f0: dict, f1: dict, ratio: float | None) -> np.ndarray:
+    m, _ = match_features(_torch(f0), _torch(f1), ratio=ratio)
+    return m.numpy()
+
+
+def run_vo(seq: Sequence, feats: list[dict], right: list[dict] | None, mode: str, ratio: float | None) -> dict:
+    """Poses of ``mode`` odometry over the sequence, with the tracker's diagnostics."""
+    vo = VisualOdometry(seq.K, mode=mode, baseline=seq.baseline if mode == "stereo" else None)
+    poses, inliers = [], []
+    for i, f in enumerate(feats):
+        kw: dict = {}
+        if i:
+            kw["matches"] = match(feats[i - 1], f, ratio)
+        if mode == "rgbd":
+            kw["depth"] = (seq.frames[i].depth * 1000).astype(np.uint16)  # as a 16UC1 camera sends it
+        if mode == "stereo":
+            kw["right_keypoints"] = right[i]["keypoints"]
+            kw["stereo_matches"] = match(f, right[i], ratio)
+        r = vo.update(f["keypoints"], **kw)
+        poses.append(r.pose)
+        inliers.append(r.inliers)
+    ate, rpe_t, rpe_r = ate_rpe(np.stack(poses), seq.poses, sim3=mode == "mono")
+    return {"ate": ate, "rpe_t": rpe_t, "rpe_r": rpe_r, "inliers": float(np.median(inliers[1:])), **vo.stats}
+
+
+def write_bag(seq: Sequence, path: str | Path) -> None:
+    """The sequence as a ROS 2 bag (mcap): camera/image (rgb8), camera/depth (16UC1 mm),
+    camera/camera_info, camera/right/image + camera/right/camera_info when stereo, and
+    ground_truth/odometry (nav_msgs/Odometry, optical frame of the first camera)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Info = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CameraInfo"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    RoI = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    Odometry = ts.types["nav_msgs/msg/Odometry"]
+    PoseWC, Pose = ts.types["geometry_msgs/msg/PoseWithCovariance"], ts.types["geometry_msgs/msg/Pose"]
+    TwistWC, Twist = ts.types["geometry_msgs/msg/TwistWithCovariance"], ts.types["geometry_msgs/msg/Twist"]
+    Point, Quat, Vec = (ts.types[f"geometry_msgs/msg/{n}"] for n in ("Point", "Quaternion", "Vector3"))
+    from scipy.spatial.transform import Rotation
+
+    def info(header, baseline):
+        return Info(
+            header=header, height=seq.height, width=seq.width, distortion_model="plumb_bob",
+            d=np.zeros(5), k=seq.K.ravel(), r=np.eye(3).ravel(), p=camera_info_p(seq.K, baseline).ravel(),
+            binning_x=0, binning_y=0, roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+        )  # fmt: skip
+
+    def image(header, data, encoding, step):
+        return Image(
+            header=header, height=seq.height, width=seq.width, encoding=encoding, is_bigendian=0, step=step,
+            data=np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8),
+        )  # fmt: skip
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose a new bag path")
+    topics = {
+        "/camera/image": Image, "/camera/depth": Image, "/camera/camera_info": Info,
+        "/ground_truth/odometry": Odometry,
+    }  # fmt: skip
+    if seq.right:
+        topics |= {"/camera/right/image": Image, "/camera/right/camera_info": Info}
+    gt0 = np.linalg.inv(seq.poses[0])
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {t: w.add_connection(t, c.__msgtype__, typestore=ts) for t, c in topics.items()}
+        for i, f in enumerate(seq.frames):
+            ns = int(1_000_000_000 + i * 1e9 / seq.fps)
+            stamp = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+            hdr = Header(stamp=stamp, frame_id="camera_optical")
+            msgs = {
+                "/camera/image": image(hdr, f.rgb, "rgb8", 3 * seq.width),
+                "/camera/depth": image(hdr, np.round(f.depth * 1000).astype(np.uint16), "16UC1", 2 * seq.width),
+                "/camera/camera_info": info(hdr, 0.0),
+            }
+            T = gt0 @ f.pose
+            q = Rotation.from_matrix(T[:3, :3]).as_quat()
+            msgs["/ground_truth/odometry"] = Odometry(
+                header=Header(stamp=stamp, frame_id="odom"), child_frame_id="camera_optical",
+                pose=PoseWC(pose=Pose(position=Point(x=T[0, 3], y=T[1, 3], z=T[2, 3]),
+                                      orientation=Quat(x=q[0], y=q[1], z=q[2], w=q[3])), covariance=np.zeros(36)),
+                twist=TwistWC(twist=Twist(linear=Vec(x=0.0, y=0.0, z=0.0), angular=Vec(x=0.0, y=0.0, z=0.0)),
+                              covariance=np.zeros(36)),
+            )  # fmt: skip
+            if seq.right:
+                rh = Header(stamp=stamp, frame_id="camera_right_optical")
+                msgs["/camera/right/image"] = image(rh, seq.right[i].rgb, "rgb8", 3 * seq.width)
+                msgs["/camera/right/camera_info"] = info(rh, seq.baseline)
+            for topic, msg in msgs.items():
+                w.write(conns[topic], ns, ts.serialize_cdr(msg, msg.__msgtype__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--baseline", type=float, default=0.1, help="stereo baseline in metres (0: no stereo)")
+    p.add_argument("--methods", default="goodpoint,mdnet,orb")
+    p.add_argument("--modes", default="rgbd,stereo,mono")
+    p.add_argument("--max-keypoints", type=int, default=1000)
+    p.add_argument("--ratio", type=float, default=None, help="Lowe ratio on top of MNN (default: MNN only)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--write-bag", metavar="PATH", help="write the rendered sequence as a ROS 2 bag (mcap) and go on")
+    a = p.parse_args(argv)
+    torch.set_num_threads(2)
+    modes = [m for m in a.modes.split(",") if m and (m != "stereo" or a.baseline > 0)]
+    t0 = time.perf_counter()
+    seq = render_sequence(a.frames, a.width, a.height, baseline=a.baseline if "stereo" in modes or a.write_bag else 0)
+    print(f"rendered {a.frames} frames {a.width}x{a.height} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if a.write_bag:
+        write_bag(seq, a.write_bag)
+        print(f"wrote {a.write_bag}", file=sys.stderr)
+    rows = []
+    for method in [m for m in a.methods.split(",") if m]:
+        fn = feature_fn(method, a.device, a.max_keypoints)
+        t0 = time.perf_counter()
+        feats = [fn(f.rgb) for f in seq.frames]
+        right = [fn(f.rgb) for f in seq.right] if "stereo" in modes else None
+        ms = 1000 * (time.perf_counter() - t0) / (len(feats) + len(right or []))
+        for mode in modes:
+            r = run_vo(seq, feats, right, mode, a.ratio)
+            rows.append((method, mode, ms, r))
+    print(f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}")
+    print(
+        "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for method, mode, ms, r in rows:
+        print(
+            f"| {method} | {mode} | {r['ate']:.3f} | {r['rpe_t']:.4f} | {r['rpe_r']:.3f} | {r['inliers']:.0f} "
+            f"| {r['failures']} | {ms:.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
