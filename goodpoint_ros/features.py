@@ -122,7 +122,10 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, stride: int
     """
     b, d, h, w = dense.shape
     pos = (keypoints - (stride - 1) / 2.0) / stride
-    norm = torch.tensor([max(w - 1, 1), max(h - 1, 1)], device=dense.device, dtype=pos.dtype)
+    if torch.jit.is_tracing():  # ONNX export: keep H, W symbolic so dynamic axes stay correct
+        norm = (torch._shape_as_tensor(dense)[-2:].flip(0) - 1).clamp(min=1).to(pos)
+    else:
+        norm = torch.tensor([max(w - 1, 1), max(h - 1, 1)], device=dense.device, dtype=pos.dtype)
     grid = (pos / norm * 2.0 - 1.0).view(b, 1, -1, 2).to(dense.dtype)
     desc = F.grid_sample(dense, grid, mode="bilinear", align_corners=True)
     return F.normalize(desc.view(b, d, -1).transpose(1, 2).float(), dim=-1)

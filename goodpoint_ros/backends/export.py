@@ -1,0 +1,219 @@
+"""``goodpoint-export``: a model -> ONNX (opset <= 17, for TensorRT 8.x on Jetson), parity-checked.
+
+The exported graph is ``graph.ExportGraph`` (network + NMS + borders + fixed top-k + descriptor
+sampling). After writing the file the command runs it in onnxruntime on a real photo and compares
+with torch: dense heatmap and descriptors max-abs difference and the keypoints; it exits non-zero
+when they disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph, dense_keys
+from goodpoint_ros.models import MODELS
+
+log = logging.getLogger(__name__)
+
+MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.x) parse up to opset 17; GridSample needs >= 16
+MIN_OPSET = 16
+HEATMAP_TOL = 1e-4
+DESCRIPTOR_TOL = 1e-3
+KEYPOINT_AGREEMENT = 0.99  # at most 1% of keypoints may differ for reasons other than tied scores
+TIE_TOL = 1e-5
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path,
+    height: int = 240,
+    width: int = 320,
+    dynamic: bool = False,
+    opset: int = MAX_OPSET,
+) -> Path:
+    """Write the fixed-top-k graph of ``model`` to ``path``; dynamic H/W axes if ``dynamic``.
+
+    A dynamic graph needs H and W to be multiples of the model's ``pad_to`` at run time (the
+    onnxruntime backend pads on the host).
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (GridSample needs 16, TensorRT 8.x takes 17)")
+    graph = ExportGraph(model.cpu().float()).eval()  # eval(): the exporter restores the wrapper's mode
+    if dynamic:
+        m = max(graph.pad_to, 8)
+        height, width = (-(-v // m) * m for v in (height, width))
+    if min(height, width) < 16:
+        raise ValueError(f"input size {height}x{width} is too small to export")
+    dummy = torch.rand(1, model.in_channels, height, width)
+    axes = None
+    if dynamic:
+        axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+        axes.update({n: {0: "batch"} for n in OUTPUT_NAMES})
+        axes["heatmap"] = {0: "batch", 2: "height", 3: "width"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about python ints: shapes are static on purpose
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(tmp),
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, opset control
+            opset_version=opset,
+            input_names=["image"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+    tmp.replace(path)  # atomic: a killed export never leaves a half file in the cache
+    return path
+
+
+def reference_image(height: int, width: int, channels: int) -> np.ndarray:
+    """A real photo (scikit-image's astronaut) resized to HxW: random noise has no real maxima."""
+    import cv2
+    from skimage import data
+
+    img = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    if channels == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
+    return (img.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+
+
+def keypoint_keys(detector: np.ndarray, keypoints: np.ndarray) -> list[tuple[int, int, int]]:
+    """(detector, x, y) integer keys of keypoints, for set comparisons."""
+    xy = np.rint(keypoints).astype(np.int64)
+    return list(zip(detector.astype(np.int64).tolist(), xy[:, 0].tolist(), xy[:, 1].tolist()))
+
+
+def check_parity(
+    model: torch.nn.Module, onnx_path: str | Path, height: int, width: int, providers: list[str] | None = None
+) -> dict:
+    """Run the ONNX file and the torch extractor on the same photo; return differences and ``ok``."""
+    import onnxruntime as ort
+
+    from goodpoint_ros.features import extract_batch
+
+    image = reference_image(height, width, model.in_channels)
+    sess = ort.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
+    out = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": image})))
+    model = model.cpu().float().eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(image)
+        dense = model(F.pad(x, (0, (-width) % model.pad_to, 0, (-height) % model.pad_to)))
+        # The torch extractor's own path is the ground truth. Both sides compare ALL K candidates
+        # (threshold off): the strictest check, and it works for untrained weights too.
+        threshold = model.conf["detection_threshold"]
+        model.set_detection(detection_threshold=-1.0)
+        try:
+            ref = extract_batch(model, x)[0]
+        finally:
+            model.set_detection(detection_threshold=threshold)
+    heat_key, _ = dense_keys(model)
+    heat_diff = float(np.abs(out["heatmap"] - dense[heat_key].float().numpy()).max())
+    keep = out["valid"][0]
+    keys_o = keypoint_keys(out["detector"][0][keep], out["keypoints"][0][keep])
+    keys_r = keypoint_keys(ref["detector"].numpy(), ref["keypoints"].numpy())
+    a, b = set(keys_o), set(keys_r)
+    agree = len(a & b) / max(len(a | b), 1)
+    # A point only one side kept is explained when its score ties (within float noise) with the
+    # last score that side kept for its detector: top-k and NMS may order exact ties differently.
+    scores_o, det_o = out["scores"][0][keep], out["detector"][0][keep]
+    scores_r, det_r = ref["scores"].numpy(), ref["detector"].numpy()
+    unexplained = 0
+    for keys, scores, dets, other in ((keys_o, scores_o, det_o, b), (keys_r, scores_r, det_r, a)):
+        for d in np.unique(dets):
+            sel = dets == d
+            cut = scores[sel].min()
+            only = np.array([k not in other for k, m in zip(keys, sel) if m])
+            unexplained += int((only & (scores[sel] > cut + TIE_TOL)).sum())
+    pos = {k: i for i, k in enumerate(keys_o)}
+    pairs = [(pos[k], j) for j, k in enumerate(keys_r) if k in pos]
+    desc_diff = 0.0
+    if pairs:
+        i_o, i_r = (np.array(v) for v in zip(*pairs))
+        desc_o = out["descriptors"][0][keep][i_o]
+        desc_diff = float(np.abs(desc_o - ref["descriptors"].float().numpy()[i_r]).max())
+    result = {
+        "heatmap_max_abs": heat_diff,
+        "descriptor_max_abs": desc_diff,
+        "keypoints_onnx": len(a),
+        "keypoints_torch": len(b),
+        "keypoint_agreement": agree,
+        "unexplained_mismatches": unexplained,
+    }
+    result["ok"] = bool(
+        heat_diff <= HEATMAP_TOL
+        and desc_diff <= DESCRIPTOR_TOL
+        and unexplained <= (1 - KEYPOINT_AGREEMENT) * len(b)
+        and len(b) > 0
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="goodpoint-export", description=__doc__.splitlines()[0])
+    p.add_argument("output", help="output file, e.g. goodpoint_small_320x240.onnx")
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--weights", default="default", help="'default' (shipped), 'random', a shipped name or a path")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="TensorRT: build an engine with trtexec")
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch/height/width (multiples of 8)")
+    p.add_argument("--max-keypoints", type=int, default=None, help="fixed K (MD-Net: K/N per detector)")
+    p.add_argument("--nms-radius", type=int, default=None)
+    p.add_argument("--remove-borders", type=int, default=None)
+    p.add_argument("--opset", type=int, default=MAX_OPSET)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from goodpoint_ros.checkpoint import load_model
+
+    conf = {
+        k: v
+        for k, v in (
+            ("max_keypoints", args.max_keypoints),
+            ("nms_radius", args.nms_radius),
+            ("remove_borders", args.remove_borders),
+        )
+        if v is not None
+    }
+    try:
+        model = load_model(args.model, args.weights, conf=conf).eval()
+        path = export_onnx(model, args.output, args.height, args.width, args.dynamic, args.opset)
+    except (ValueError, KeyError, RuntimeError) as e:
+        print(f"goodpoint-export: error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {'dynamic' if args.dynamic else f'{args.height}x{args.width}'})"
+    )
+    if args.no_check:
+        return 0
+    sizes = [(args.height, args.width)]
+    if args.dynamic:
+        m = max(model.pad_to, 8)
+        sizes = [(-(-args.height // m) * m, -(-args.width // m) * m), (480, 640)]
+    ok = True
+    for h, w in sizes:
+        r = check_parity(model, path, h, w)
+        ok &= r["ok"]
+        print(
+            f"parity {h}x{w}: heatmap max|d|={r['heatmap_max_abs']:.2e} descriptors max|d|={r['descriptor_max_abs']:.2e} "
+            f"keypoints onnx={r['keypoints_onnx']} torch={r['keypoints_torch']} agreement={r['keypoint_agreement']:.4f} "
+            f"(not explained by ties: {r['unexplained_mismatches']}) -> {'OK' if r['ok'] else 'FAIL'}"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
