@@ -187,9 +187,13 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = "jpeg", header: Any = None
     return msg
 
 
-def keypoints_to_cloud(feats: dict[str, np.ndarray], header: Any, track_ids: np.ndarray | None = None) -> PointCloud2:
+def keypoints_to_cloud(
+    feats: dict[str, np.ndarray], header: Any, track_ids: np.ndarray | None = None, depth: np.ndarray | None = None
+) -> PointCloud2:
     """Numpy features (``features.to_numpy``) -> ``~/keypoints`` PointCloud2 (layout in ``layout``)."""
-    rec = keypoints_array(feats["keypoints"], feats["scores"], feats["descriptors"], feats.get("detector"), track_ids)
+    rec = keypoints_array(
+        feats["keypoints"], feats["scores"], feats["descriptors"], feats.get("detector"), track_ids, depth
+    )
     return build_cloud(rec, header, PointCloud2, PointField)
 
 

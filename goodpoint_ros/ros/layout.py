@@ -13,6 +13,7 @@ Keypoints (one point per keypoint, little endian, ``point_step = 20 + 4 * D``):
     detector    uint8    1      12     MD-Net detector set (0 for GoodPoint)
     track_id    uint32   1      16     stable id across frames (0 = never tracked)
     descriptor  float32  D      20     L2-normalised descriptor
+    depth       float32  1      20+4D  RGB-D mode only: metres at the keypoint, NaN if unknown
 
 Matches (one point per match between the previous processed frame and this one, 40 bytes):
 
@@ -56,19 +57,23 @@ class CloudLayoutError(ValueError):
     """A PointCloud2 whose fields or sizes do not follow the documented layout."""
 
 
-def keypoints_dtype(descriptor_dim: int) -> np.dtype:
+def keypoints_dtype(descriptor_dim: int, depth: bool = False) -> np.dtype:
     """Structured dtype of one ``~/keypoints`` point for descriptors of length ``descriptor_dim``."""
     d = int(descriptor_dim)
     fields = {
         "names": ["x", "y", "score", "detector", "track_id"],
         "formats": ["<f4", "<f4", "<f4", "u1", "<u4"],
         "offsets": [0, 4, 8, 12, 16],
-        "itemsize": 20 + 4 * d,
+        "itemsize": 20 + 4 * d + (4 if depth else 0),
     }
     if d > 0:
         fields["names"].append("descriptor")
         fields["formats"].append(("<f4", (d,)))
         fields["offsets"].append(20)
+    if depth:
+        fields["names"].append("depth")
+        fields["formats"].append("<f4")
+        fields["offsets"].append(20 + 4 * d)
     return np.dtype(fields)
 
 
@@ -109,11 +114,14 @@ def keypoints_array(
     descriptors: np.ndarray,
     detector: np.ndarray | None = None,
     track_ids: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pack feature arrays (Kx2, K, KxD, K, K) into the keypoints structured array (vectorised)."""
+    """Pack feature arrays (Kx2, K, KxD, K, K[, K]) into the keypoints structured array (vectorised)."""
     k = len(keypoints)
     d = int(descriptors.shape[1]) if descriptors.ndim == 2 else 0
-    rec = np.zeros(k, dtype=keypoints_dtype(d))
+    rec = np.zeros(k, dtype=keypoints_dtype(d, depth is not None))
+    if depth is not None and k:
+        rec["depth"] = depth
     if k:
         rec["x"] = keypoints[:, 0]
         rec["y"] = keypoints[:, 1]
@@ -211,13 +219,16 @@ def read_keypoints(msg: Any) -> dict[str, np.ndarray]:
     """A ``~/keypoints`` cloud as arrays: keypoints Kx2, scores, detector, track_ids, descriptors KxD."""
     rec = read_cloud(msg, KEYPOINT_FIELDS)
     desc = rec["descriptor"] if "descriptor" in rec.dtype.names else np.zeros((len(rec), 0), np.float32)
-    return {
+    out = {
         "keypoints": np.stack([rec["x"], rec["y"]], 1).astype(np.float32),
         "scores": rec["score"].astype(np.float32),
         "detector": rec["detector"].astype(np.uint8),
         "track_ids": rec["track_id"].astype(np.uint32),
         "descriptors": np.ascontiguousarray(desc, dtype=np.float32).reshape(len(rec), -1),
     }
+    if "depth" in rec.dtype.names:
+        out["depth"] = rec["depth"].astype(np.float32)
+    return out
 
 
 def read_matches(msg: Any) -> dict[str, np.ndarray]:

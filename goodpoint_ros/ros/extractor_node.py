@@ -1,0 +1,465 @@
+"""The ``goodpoint_extractor`` node: images in; keypoints, frame-to-frame matches, tracks out.
+
+Callbacks only decode nothing and store the newest frame (or synchronised set) in a one-item
+slot; a worker thread runs the model on whatever is newest. A slow model therefore never builds a
+backlog: frames overwritten in the slot are counted as dropped and reported on ``/diagnostics``.
+Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def fastdds_profile_path() -> Path | None:
+    """The shipped Fast DDS profile: installed share dir (ament_index) first, else the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        p = Path(get_package_share_directory("goodpoint_ros")) / "config" / "fastdds.xml"
+        if p.is_file():
+            return p
+    except Exception:  # not installed through colcon/ament: fall back to the repository layout
+        pass
+    p = Path(__file__).resolve().parents[2] / "config" / "fastdds.xml"
+    return p if p.is_file() else None
+
+
+def apply_fastdds_profile(env: dict | None = None) -> str | None:
+    """Point Fast DDS at the shipped profile (32 MB shared-memory segment) unless the user chose one.
+
+    Must run before ``rclpy.init`` creates the DDS participant. Returns the profile in effect.
+    """
+    env = os.environ if env is None else env
+    if env.get(PROFILE_ENV):
+        return env[PROFILE_ENV]
+    p = fastdds_profile_path()
+    if p is not None:
+        env[PROFILE_ENV] = str(p)
+        return str(p)
+    return None
+
+
+# rclpy and the messages are imported after the helpers above so that ``apply_fastdds_profile``
+# stays usable by launchers that must not create a participant yet (importing rclpy creates none).
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from goodpoint_ros.ros.conversions import (  # noqa: E402
+    ImageDecodeError,
+    decode_image,
+    depth_to_meters,
+    keypoints_to_cloud,
+    matches_to_cloud,
+    numpy_to_image,
+)
+from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
+from goodpoint_ros.tracking import TrackIds  # noqa: E402
+
+# name -> (default, description). The single list the node, config/extractor.yaml and README share.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "model": ("goodpoint", "goodpoint | goodpoint_small | mdnet | mdnet_small"),
+    "weights": ("default", "default (shipped, else random with a warning) | random | a .pt path"),
+    "backend": ("torch", "inference backend, see goodpoint_ros.backends"),
+    "device": ("auto", "auto | cpu | cuda | cuda:N"),
+    "max_keypoints": (1000, "keypoints per image (run-time)"),
+    "detection_threshold": (-1.0, "score threshold; < 0 keeps the model's default (run-time)"),
+    "nms_radius": (-1, "NMS radius in pixels; < 0 keeps the model's default (run-time)"),
+    "input_mode": ("mono", "mono | stereo (left/image + right/image) | rgbd (image + depth)"),
+    "compressed": (False, "subscribe to <image>/compressed (CompressedImage) instead of Image"),
+    "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) | reliable"),
+    "sync_slop": (0.02, "stereo/RGB-D: max stamp difference in seconds for a pair"),
+    "sync_queue_size": (10, "stereo/RGB-D: messages kept per input while pairing"),
+    "match_ratio": (0.95, "Lowe ratio test for matching; >= 1 disables it (run-time)"),
+    "match_max_distance": (0.0, "max descriptor distance of a match; <= 0 disables it (run-time)"),
+    "verification_method": ("homography", "homography | fundamental | essential (needs camera_info) | none"),
+    "verification_threshold": (3.0, "RANSAC inlier threshold in pixels (run-time)"),
+    "publish_debug_image": (True, "~/debug_image, built only while someone subscribes"),
+    "warmup": (True, "run the model twice at start so the first frame is not slow"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+}
+RUNTIME = {
+    "max_keypoints",
+    "detection_threshold",
+    "nms_radius",
+    "match_ratio",
+    "match_max_distance",
+    "verification_method",
+    "verification_threshold",
+    "publish_debug_image",
+}
+VERIFY_METHODS = ("homography", "fundamental", "essential", "none")
+
+
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class RateCounter:
+    """Events per second over a sliding window (for diagnostics)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        self.times.append(time.monotonic() if now is None else now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self.times and self.times[0] < now - self.window:
+            self.times.popleft()
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+def draw_debug(
+    image: np.ndarray, kpts: np.ndarray, ids: np.ndarray, pts0: np.ndarray, pts1: np.ndarray, inliers: np.ndarray
+) -> np.ndarray:
+    """RGB uint8 picture: keypoints coloured by track id, inlier motion vectors green, outliers red."""
+    import cv2
+
+    if image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.dtype.kind == "f" else 1.0 / 256), 0, 255).astype(np.uint8)
+    canvas = np.ascontiguousarray(np.dstack([image] * 3) if image.ndim == 2 else image[..., :3]).copy()
+    h, w = canvas.shape[:2]
+    if len(pts0):
+        segs = np.round(np.stack([pts0, pts1], 1)).astype(np.int32)
+        cv2.polylines(canvas, list(segs[~inliers]), False, (255, 0, 0), 1)
+        cv2.polylines(canvas, list(segs[inliers]), False, (0, 255, 0), 1)
+    xy = np.round(kpts).astype(np.int64)
+    hue = (ids.astype(np.uint64) * 2654435761 % 180).astype(np.uint8)
+    colours = cv2.cvtColor(np.stack([hue, np.full_like(hue, 255), np.full_like(hue, 255)], 1)[None], cv2.COLOR_HSV2RGB)[
+        0
+    ]
+    for dx in (-1, 0, 1):  # 3x3 dots by fancy indexing: no per-keypoint loop
+        for dy in (-1, 0, 1):
+            x, y = np.clip(xy[:, 0] + dx, 0, w - 1), np.clip(xy[:, 1] + dy, 0, h - 1)
+            canvas[y, x] = colours
+    return canvas
+
+
+class ExtractorNode(Node):
+    """GoodPoint / MD-Net keypoints, matches and track ids for a mono, stereo or RGB-D camera."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("goodpoint_extractor", **kwargs)
+        for name, (default, doc) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=doc))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.params = p
+        if p["verification_method"] not in VERIFY_METHODS:
+            raise ValueError(f"verification_method must be one of {VERIFY_METHODS}")
+
+        from goodpoint_ros.backends import make_extractor
+
+        self.extractor = make_extractor(p["backend"], p["model"], p["weights"], p["device"], None)
+        self._apply_detection(p)
+        self.model_name = str(p["model"])
+        self.device_name = str(getattr(self.extractor, "device", p["device"]))
+
+        self._lock = threading.Lock()  # the input slot and counters
+        self._model_lock = threading.Lock()  # parameters and the model's detection config
+        self._slot: tuple[Any, float] | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.decode_errors = 0
+        self.errors = 0
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.extract_times: deque[float] = deque(maxlen=200)
+        self.in_rate, self.out_rate = RateCounter(), RateCounter()
+        self._warned: dict[str, float] = {}
+        self.K: np.ndarray | None = None
+        self.prev: dict | None = None  # previous processed frame: torch feats, numpy kpts, stamp
+        self.tracker = TrackIds()
+
+        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_kpts = self.create_publisher(type(self._cloud_type()), "~/keypoints", out_qos)
+        self.pub_matches = self.create_publisher(type(self._cloud_type()), "~/matches", out_qos)
+        self.pub_debug = self.create_publisher(Image, "~/debug_image", out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.mode = p["input_mode"]
+        if self.mode == "stereo":
+            self.pub_right = self.create_publisher(type(self._cloud_type()), "~/right/keypoints", out_qos)
+            self.pub_stereo = self.create_publisher(type(self._cloud_type()), "~/stereo_matches", out_qos)
+
+        in_qos = (
+            qos_profile_sensor_data
+            if p["qos"] == "sensor_data"
+            else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
+        self.sync: ApproxTimeSync | None = None
+        if self.mode == "mono":
+            self.create_subscription(img_type, "image" + suffix, self._on_image, in_qos)
+        elif self.mode in ("stereo", "rgbd"):
+            self.sync = ApproxTimeSync(2, float(p["sync_slop"]), self._on_set, int(p["sync_queue_size"]))
+            first, second = ("left/image", "right/image") if self.mode == "stereo" else ("image", "depth")
+            second_type = img_type if self.mode == "stereo" else Image
+            self.create_subscription(img_type, first + suffix, lambda m: self._on_part(0, m), in_qos)
+            self.create_subscription(
+                second_type, second + (suffix if self.mode == "stereo" else ""), lambda m: self._on_part(1, m), in_qos
+            )
+        else:
+            raise ValueError(f"input_mode must be mono, stereo or rgbd, got '{self.mode}'")
+        self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
+        self.add_on_set_parameters_callback(self._on_params)
+        if p["warmup"]:
+            self._warmup()
+        self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="goodpoint_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"goodpoint_extractor ready: model={self.model_name} device={self.device_name} mode={self.mode} "
+            f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']}"
+        )
+
+    @staticmethod
+    def _cloud_type():
+        from sensor_msgs.msg import PointCloud2
+
+        return PointCloud2()
+
+    # --- parameters -------------------------------------------------------------------------
+    def _apply_detection(self, p: dict) -> None:
+        keys = getattr(getattr(self.extractor, "model", None), "detection_keys", ("max_keypoints",))
+        conf = {"max_keypoints": int(p["max_keypoints"])}
+        if float(p["detection_threshold"]) >= 0:
+            conf["detection_threshold"] = float(p["detection_threshold"])
+        if int(p["nms_radius"]) >= 0:
+            conf["nms_radius"] = int(p["nms_radius"])
+        self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys})
+
+    def _on_params(self, params: list) -> SetParametersResult:
+        new = dict(self.params)
+        for prm in params:
+            if prm.name in PARAMETERS and prm.name not in RUNTIME and prm.value != self.params[prm.name]:
+                return SetParametersResult(successful=False, reason=f"'{prm.name}' is fixed at start; restart the node")
+            new[prm.name] = prm.value
+        if new["verification_method"] not in VERIFY_METHODS:
+            return SetParametersResult(successful=False, reason=f"verification_method must be one of {VERIFY_METHODS}")
+        if int(new["max_keypoints"]) <= 0:
+            return SetParametersResult(successful=False, reason="max_keypoints must be positive")
+        with self._model_lock:  # the worker reads params/model conf under the same lock
+            self.params = new
+            self._apply_detection(new)
+        return SetParametersResult(successful=True)
+
+    # --- input ------------------------------------------------------------------------------
+    def _on_info(self, msg: CameraInfo) -> None:
+        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        self.K = k if k[0, 0] > 0 else None
+
+    def _store(self, item: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.received += 1
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = (item, now)
+        self.in_rate.tick(now)
+        self._wake.set()
+
+    def _on_image(self, msg: Any) -> None:
+        self._store(msg)
+
+    def _on_part(self, index: int, msg: Any) -> None:
+        self.sync.add(index, stamp_ns(msg.header), msg)
+
+    def _on_set(self, msgs: list) -> None:
+        self._store(tuple(msgs))
+
+    def _warn(self, key: str, text: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            log = self.get_logger()
+            (log.warning if hasattr(log, "warning") else log.warn)(text)
+
+    # --- processing -------------------------------------------------------------------------
+    def _warmup(self) -> None:
+        dummy = (np.random.default_rng(0).uniform(0, 1, (240, 320)) * 255).astype(np.uint8)
+        for _ in range(2):
+            self.extractor.extract_many([dummy] * (2 if self.mode == "stereo" else 1))
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if not self._wake.wait(0.1):
+                continue
+            with self._lock:
+                item, t_recv = self._slot if self._slot is not None else (None, 0.0)
+                self._slot = None
+                self._wake.clear()
+            if item is None:
+                continue
+            try:
+                self._process(item, t_recv)
+            except ImageDecodeError as e:
+                self.decode_errors += 1
+                self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
+            except Exception as e:  # never let one bad frame stop the node
+                self.errors += 1
+                self._warn("error", f"frame failed ({type(e).__name__}: {e}); continuing")
+
+    def _process(self, item: Any, t_recv: float) -> None:
+        from goodpoint_ros.features import to_numpy
+
+        main = item[0] if isinstance(item, tuple) else item
+        header = main.header
+        image = decode_image(main)
+        images = [image]
+        depth = None
+        if self.mode == "stereo":
+            images.append(decode_image(item[1]))
+        elif self.mode == "rgbd":
+            depth = depth_to_meters(item[1])
+        with self._model_lock:
+            p = dict(self.params)
+            t0 = time.perf_counter()
+            feats = self.extractor.extract_many(images)
+            t_extract = time.perf_counter() - t0
+        cur = to_numpy(feats[0])
+        stamp = (int(header.stamp.sec), int(header.stamp.nanosec))
+        now_ns = stamp[0] * 1_000_000_000 + stamp[1]
+
+        # frame-to-frame matches against the previous processed frame
+        matches = np.zeros((0, 2), np.int64)
+        dist = np.zeros(0, np.float32)
+        inliers = np.zeros(0, bool)
+        prev = self.prev
+        if prev is not None and now_ns <= prev["stamp_ns"]:  # time went back (bag loop): restart tracks
+            prev = None
+            self.tracker.reset()
+        if prev is not None:
+            matches, dist, inliers = self._match(prev["torch"], feats[0], prev["np"]["keypoints"], cur["keypoints"], p)
+        ids = self.tracker.update(len(cur["keypoints"]), matches if prev is not None else None, inliers)
+
+        kp_depth = None
+        if depth is not None:
+            sy, sx = depth.shape[0] / image.shape[0], depth.shape[1] / image.shape[1]
+            xs = np.clip((cur["keypoints"][:, 0] * sx).round().astype(np.int64), 0, depth.shape[1] - 1)
+            ys = np.clip((cur["keypoints"][:, 1] * sy).round().astype(np.int64), 0, depth.shape[0] - 1)
+            kp_depth = depth[ys, xs]
+        self.pub_kpts.publish(keypoints_to_cloud(cur, header, ids, kp_depth))
+        if prev is not None:
+            self.pub_matches.publish(
+                matches_to_cloud(
+                    matches, prev["np"]["keypoints"], cur["keypoints"], dist, inliers, prev["stamp"], header
+                )
+            )
+        if self.mode == "stereo":
+            right = to_numpy(feats[1])
+            self.pub_right.publish(keypoints_to_cloud(right, item[1].header))
+            sm, sd, si = self._match(feats[0], feats[1], cur["keypoints"], right["keypoints"], p, method="fundamental")
+            rstamp = (int(item[1].header.stamp.sec), int(item[1].header.stamp.nanosec))
+            self.pub_stereo.publish(matches_to_cloud(sm, cur["keypoints"], right["keypoints"], sd, si, rstamp, header))
+        if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
+            pts0 = prev["np"]["keypoints"][matches[:, 0]] if prev is not None else np.zeros((0, 2), np.float32)
+            pts1 = cur["keypoints"][matches[:, 1]]
+            canvas = draw_debug(image, cur["keypoints"], ids, pts0, pts1, inliers)
+            self.pub_debug.publish(numpy_to_image(canvas, "rgb8", header))
+
+        self.prev = {"torch": feats[0], "np": cur, "stamp": stamp, "stamp_ns": now_ns}
+        self.processed += 1
+        self.out_rate.tick()
+        self.extract_times.append(t_extract)
+        self.latencies.append(time.monotonic() - t_recv)
+
+    def _match(self, f0: dict, f1: dict, k0: np.ndarray, k1: np.ndarray, p: dict, method: str | None = None):
+        from goodpoint_ros.geometry import verify
+        from goodpoint_ros.matching import match_features
+
+        ratio = float(p["match_ratio"])
+        maxd = float(p["match_max_distance"])
+        m, d = match_features(f0, f1, ratio=ratio if ratio < 1.0 else None, max_distance=maxd if maxd > 0 else None)
+        m = m.cpu().numpy().astype(np.int64)
+        d = d.float().cpu().numpy()
+        method = method or p["verification_method"]
+        if method == "none" or (method == "essential" and self.K is None):
+            if method == "essential":
+                self._warn("noK", "essential-matrix verification needs camera_info; publishing unverified matches")
+            return m, d, np.ones(len(m), bool)
+        _, inl = verify(k0[m[:, 0]], k1[m[:, 1]], method, float(p["verification_threshold"]), K=self.K)
+        return m, d, inl
+
+    # --- diagnostics ------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
+        ext = np.asarray(self.extract_times, dtype=np.float64) * 1e3
+        return {
+            "input_rate_hz": self.in_rate.rate(),
+            "processed_rate_hz": self.out_rate.rate(),
+            "received": self.received,
+            "processed": self.processed,
+            "dropped": self.dropped,
+            "sync_dropped": sum(self.sync.dropped) if self.sync else 0,
+            "decode_errors": self.decode_errors,
+            "errors": self.errors,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else 0.0,
+            "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else 0.0,
+            "extract_p50_ms": float(np.percentile(ext, 50)) if len(ext) else 0.0,
+        }
+
+    def _publish_diagnostics(self) -> None:
+        s = self.stats()
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: extraction"
+        status.hardware_id = self.device_name
+        bad = s["decode_errors"] + s["errors"]
+        status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
+        status.message = f"{s['processed_rate_hz']:.1f} Hz processed, {s['dropped']} dropped, {bad} bad frames"
+        values = {"model": self.model_name, "device": self.device_name, "input_mode": self.mode, **s}
+        status.values = [
+            KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()
+        ]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        self.pub_diag.publish(msg)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point (``extractor`` / ``ros2 run goodpoint_ros extractor``), after the rclpy demos' talker."""
+    apply_fastdds_profile()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ExtractorNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
