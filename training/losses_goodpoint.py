@@ -1,0 +1,210 @@
+"""GoodPoint self-supervised losses (Belikov & Potapov 2021, section 4), batched.
+
+Notation follows the paper: image I = ``image0`` with heatmap P and descriptors D, image I_h =
+``image1`` with P_h and D_h, and H maps I pixels to I_h pixels (here one H per sample).
+
+Targets (no gradient, Eq. 5-10): K = maxpool_32(P), K_h = maxpool_16(P_h) (one point per cell);
+K_proj = K H, out-of-bounds points dropped; geometric NN (coordinates) and descriptor NN of K_proj
+among K_h; where both agree and dist_geom < theta_dist, K'_h = the mean of the pair and K' = K'_h
+H^-1. Losses: L_keypoints = -1/2 (log P[K'] + log P_h[K'_h]) (Eq. 3), L_heatmaps = lambda_h *
+masked mean of (blr(warp(P)) - blr(P_h))^2 (Eq. 4); descriptors L_gt + L_wrong + L_random (Eq.
+11-13); L = lambda_1 L_d + lambda_2 L_p (Eq. 1).
+
+Deviations and choices the paper leaves open (all configurable):
+- theta_dist is not given in the paper: 8 px (half of a 16 px K_h cell).
+- Points are also dropped where the warp pulled in black border (the pair's valid masks).
+- blr: a 3x3 tent (bilinear) blur applied to both heatmaps after P is warped bilinearly, so that
+  identical aligned heatmaps give exactly 0 and warping alone does not dominate the difference.
+- L_gt averages over geometric pairs closer than theta_dist (pulling far-apart, non-corresponding
+  points together would be wrong); L_wrong uses the *descriptor* match j -> idx_desc(j) when it
+  disagrees with the geometric one and that wrongly matched point is more than 7 px away.
+- log P is taken from log_softmax of the logits (exact, no log(0)); points are read at the
+  nearest pixel.
+- L_random draws, for each K_proj point, one random valid K_h point that is not its geometric NN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from goodpoint_ros.features import sample_descriptors
+from goodpoint_ros.geometry import warp_points
+from training.warp import warp_dense, warp_valid
+
+DEFAULT_CONF = {
+    "lambda_d": 1.0,  # lambda_1
+    "lambda_p": 1.0,  # lambda_2
+    "lambda_h": 2000.0,  # paper section 5
+    "pool0": 32,  # K = maxpool_32(P)
+    "pool1": 16,  # K_h = maxpool_16(P_h)
+    "theta_dist": 8.0,
+    "wrong_dist": 7.0,  # paper: "distgeom > 7"
+}
+
+
+def cell_maxima(heat: torch.Tensor, valid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One point per ``size`` x ``size`` cell: the arg-max of ``heat`` (Bx1xHxW) among ``valid``
+    pixels. Returns Bx(HW/size^2)x2 (x, y) float coordinates and a validity mask."""
+    b, _, h, w = heat.shape
+    masked = torch.where(valid, heat, torch.full_like(heat, -1.0))
+    val, idx = F.max_pool2d(masked, size, stride=size, return_indices=True)
+    idx = idx.view(b, -1)
+    pts = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
+    return pts, val.view(b, -1) >= 0
+
+
+def inside_mask(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BxN: points inside the image and on a valid pixel (nearest) of Bx1xHxW ``mask``."""
+    b, _, h, w = mask.shape
+    xi, yi = points[..., 0].round().long(), points[..., 1].round().long()
+    ok = (xi >= 0) & (yi >= 0) & (xi < w) & (yi < h)
+    flat = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).view(b, -1)
+    return ok & torch.gather(mask.view(b, -1).bool(), 1, flat)
+
+
+def gather_map(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Values of Bx1xHxW ``x`` at the nearest pixels of BxNx2 ``points`` (clamped) -> BxN."""
+    b, _, h, w = x.shape
+    xi = points[..., 0].round().long().clamp(0, w - 1)
+    yi = points[..., 1].round().long().clamp(0, h - 1)
+    return torch.gather(x.view(b, -1), 1, yi * w + xi)
+
+
+def keypoint_targets(
+    heat0: torch.Tensor,
+    heat1: torch.Tensor,
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    H: torch.Tensor,
+    mask0: torch.Tensor,
+    mask1: torch.Tensor,
+    conf: dict | None = None,
+) -> dict[str, torch.Tensor]:
+    """Paper Eq. 5-10 on a batch (no gradient through the targets' coordinates).
+
+    Returns K (BxMx2), K_h (BxNx2), their masks, K_proj, the descriptors D_proj (BxMxD, with
+    gradient) and D_h (BxNxD), dist_geom/idx_geom/idx_desc (BxM), ``good`` (BxM), the targets
+    K'_h (``target1``) and K' (``target0``) as BxMx2 valid where ``good``.
+    """
+    c = {**DEFAULT_CONF, **(conf or {})}
+    m0, m1 = mask0.bool(), mask1.bool()
+    with torch.no_grad():
+        K, valid0 = cell_maxima(heat0.detach().float(), m0, c["pool0"])
+        Kh, valid1 = cell_maxima(heat1.detach().float(), m1, c["pool1"])
+        Kproj = warp_points(K, H.float())
+        vproj = valid0 & inside_mask(Kproj, m1)
+    stride = heat0.shape[-1] // desc0.shape[-1]
+    Dproj = sample_descriptors(desc0, K, stride)  # descriptors of K in I (with gradient)
+    Dh = sample_descriptors(desc1, Kh, stride)
+    with torch.no_grad():
+        inf = torch.tensor(float("inf"), device=K.device)
+        d = torch.cdist(Kproj, Kh)
+        d = torch.where(valid1[:, None, :], d, inf)
+        dist_geom, idx_geom = d.min(-1)
+        sim = Dproj.detach() @ Dh.detach().transpose(1, 2)
+        sim = torch.where(valid1[:, None, :], sim, -inf)
+        idx_desc = sim.argmax(-1)
+        good = vproj & (idx_geom == idx_desc) & (dist_geom < c["theta_dist"])
+        Kh_nn = torch.gather(Kh, 1, idx_geom[..., None].expand(-1, -1, 2))
+        target1 = 0.5 * (Kproj + Kh_nn)  # K'_h (Eq. 9)
+        target0 = warp_points(target1, torch.linalg.inv(H.double()).float())  # K' (Eq. 10)
+        good &= inside_mask(target0, m0) & inside_mask(target1, m1)
+    return {
+        "K": K,
+        "K_h": Kh,
+        "valid0": valid0,
+        "valid1": valid1,
+        "K_proj": Kproj,
+        "valid_proj": vproj,
+        "D_proj": Dproj,
+        "D_h": Dh,
+        "dist_geom": dist_geom,
+        "idx_geom": idx_geom,
+        "idx_desc": idx_desc,
+        "good": good,
+        "target0": target0,
+        "target1": target1,
+    }
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def blr(x: torch.Tensor) -> torch.Tensor:
+    """3x3 tent (bilinear) smoothing of Bx1xHxW maps."""
+    k = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
+    k2 = (k[:, None] * k[None, :]).view(1, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2)
+
+
+def heatmap_loss(heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1) -> torch.Tensor:
+    """Eq. 4 without lambda_h: mean over the I_h mask of (blr(warp(P)) - blr(P_h))^2."""
+    warped = warp_dense(heat0, H, heat1.shape[-2:])
+    mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
+    # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid
+    mask = -F.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
+    return _masked_mean((blr(warped) - blr(heat1)) ** 2, mask)
+
+
+def log_heatmap(logits: torch.Tensor) -> torch.Tensor:
+    """log P at full resolution from the Bx64xhxw cell logits (log_softmax, pixel shuffled)."""
+    return F.pixel_shuffle(torch.log_softmax(logits.float(), dim=1), 8)
+
+
+def descriptor_losses(t: dict[str, torch.Tensor], conf: dict) -> dict[str, torch.Tensor]:
+    """L_gt, L_wrong and L_random (Eq. 11-13) from ``keypoint_targets``' output."""
+    Dproj, Dh = t["D_proj"], t["D_h"]
+    sim = Dproj @ Dh.transpose(1, 2)  # BxMxN cosine similarities (with gradient)
+    vp = t["valid_proj"]
+    g = torch.gather(sim, 2, t["idx_geom"][..., None])[..., 0]
+    l_gt = _masked_mean(1.0 - g, vp & (t["dist_geom"] < conf["theta_dist"]))
+    # wrong descriptor matches of points far from the matched point
+    Kh_desc = torch.gather(t["K_h"], 1, t["idx_desc"][..., None].expand(-1, -1, 2))
+    far = (t["K_proj"] - Kh_desc).norm(dim=-1) > conf["wrong_dist"]
+    g_wrong = torch.gather(sim, 2, t["idx_desc"][..., None])[..., 0]
+    l_wrong = _masked_mean(g_wrong, vp & (t["idx_geom"] != t["idx_desc"]) & far)
+    # random valid K_h point that is not the geometric nearest neighbour
+    noise = torch.rand(sim.shape, device=sim.device)
+    noise = torch.where(t["valid1"][:, None, :], noise, torch.full_like(noise, -1.0))
+    noise.scatter_(2, t["idx_geom"][..., None], -1.0)
+    best, rnd = noise.max(-1)
+    g_rand = torch.gather(sim, 2, rnd[..., None])[..., 0]
+    l_rand = _masked_mean(g_rand, vp & (best >= 0))
+    return {"gt": l_gt, "wrong": l_wrong, "random": l_rand}
+
+
+def goodpoint_loss(
+    out0: dict[str, torch.Tensor],
+    out1: dict[str, torch.Tensor],
+    H: torch.Tensor,
+    mask0: torch.Tensor,
+    mask1: torch.Tensor,
+    conf: dict | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss (Eq. 1) and its terms for model outputs of a batch of pairs."""
+    c = {**DEFAULT_CONF, **(conf or {})}
+    heat0, heat1 = out0["heatmap"].float(), out1["heatmap"].float()
+    t = keypoint_targets(heat0, heat1, out0["descriptors"].float(), out1["descriptors"].float(), H, mask0, mask1, c)
+    logp0, logp1 = log_heatmap(out0["logits"]), log_heatmap(out1["logits"])
+    good = t["good"]
+    l_kp = -0.5 * (
+        _masked_mean(gather_map(logp0, t["target0"]), good) + _masked_mean(gather_map(logp1, t["target1"]), good)
+    )
+    l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1)
+    d = descriptor_losses(t, c)
+    l_desc = d["gt"] + d["wrong"] + d["random"]
+    l_p = l_kp + c["lambda_h"] * l_heat
+    total = c["lambda_d"] * l_desc + c["lambda_p"] * l_p
+    terms = {
+        "loss": total.detach(),
+        "keypoints": l_kp.detach(),
+        "heatmaps": (c["lambda_h"] * l_heat).detach(),
+        "gt": d["gt"].detach(),
+        "wrong": d["wrong"].detach(),
+        "random": d["random"].detach(),
+        "n_good": good.sum(-1).float().mean(),
+    }
+    return total, terms

@@ -1,0 +1,543 @@
+"""Train GoodPoint or MD-Net without labels: one YAML per experiment, ``key=value`` overrides.
+
+    python -m training.train --config training/configs/goodpoint_coco.yaml data.root=/data/coco/train2017
+    python -m training.train --config training/configs/goodpoint_small.yaml train.steps=200 train.name=try
+    python -m training.train --resume runs/goodpoint_coco               # continue exactly where it stopped
+    torchrun --nproc_per_node=2 -m training.train --config ...          # DDP (gloo on CPU, NCCL on GPU)
+
+A run directory ``<train.output_dir>/<name>`` holds ``config.yaml``, ``checkpoint.pt`` (model,
+optimiser, scheduler, step, config, RNG states; written atomically), ``model.pt`` (weights only,
+loadable with ``goodpoint_ros.checkpoint.load_model(name, path)`` and the node's ``--weights``),
+``best_model.pt`` (best validation score) and ``log.csv`` (or TensorBoard events when installed).
+SIGINT/SIGTERM finish the current step, save, and exit with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from goodpoint_ros.checkpoint import atomic_torch_save, save_weights
+from goodpoint_ros.device import resolve_device
+from goodpoint_ros.models import build_model
+
+TRAIN_FORMAT = "goodpoint_ros/train/1"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "data": {
+        "root": None,  # one image folder (e.g. COCO train2017); and/or:
+        "sources": [],  # [{type: images, root}, {type: bag, path, topic, stride, max_frames}]
+        "crop": 256,
+        "batch_size": 8,
+        "num_workers": 1,
+        "min_size": 64,
+        "noise": True,
+        "homography": {"shift": 14, "perspective": 85, "rotation": 0.08},
+    },
+    "model": {"name": "goodpoint", "conf": {}},
+    "loss": {},  # per-model loss settings (see losses_goodpoint.DEFAULT_CONF / losses_mdnet.DEFAULT_CONF)
+    "train": {
+        "output_dir": "runs",
+        "steps": 20000,
+        "optimizer": "adamw",  # adamw (GoodPoint) or adam (MD-Net)
+        "lr": 5e-4,
+        "weight_decay": 0.01,
+        "decay_start": 0.44,  # constant lr, then exponential decay (GoodPoint: 8 of 18 epochs); fraction or step
+        "decay_final": 0.1,  # lr factor reached at the last step
+        "stage2_step": 0,  # MD-Net: steps of stage 1 (triplet only) before the joint stage 2
+        "grad_clip": 0.0,
+        "autocast_bf16": False,
+        "device": "auto",
+        "threads": 0,
+        "log_every": 10,
+        "checkpoint_every": 200,
+        "keep_every": 0,  # also keep checkpoint_<step>.pt every n steps (0: never)
+    },
+    "eval": {"every": 0, "pairs": 16, "crop": 256, "max_keypoints": 500, "threshold_px": 3.0},
+}
+
+OPEN_KEYS = {("model", "conf"), ("loss",), ("data", "homography")}  # free-form blocks checked elsewhere
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def merge(base: dict, new: dict, path: tuple[str, ...] = ()) -> dict:
+    """Recursively merge ``new`` into a copy of ``base``; unknown keys are an error (typos)."""
+    out = copy.deepcopy(base)
+    for k, v in (new or {}).items():
+        here = (*path, k)
+        if k not in out and path not in OPEN_KEYS and not any(path[: len(o)] == o for o in OPEN_KEYS):
+            raise KeyError(f"unknown config key '{'.'.join(here)}' (known: {', '.join(sorted(out))})")
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = merge(out[k], v, here)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``a.b=1 c=[1,2]`` -> nested dict; values are parsed as YAML (numbers, bools, lists, null)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' is not key=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str], base: dict | None = None) -> dict:
+    conf = copy.deepcopy(base) if base is not None else copy.deepcopy(DEFAULTS)
+    if path:
+        with open(path) as f:
+            conf = merge(conf, yaml.safe_load(f) or {})
+    return merge(conf, parse_overrides(overrides))
+
+
+# ---------------------------------------------------------------- tasks (model + loss)
+
+
+class GoodPointTask:
+    """GoodPoint: gray images, both views through the network in one batch, Eq. 1 loss."""
+
+    channels = 1
+
+    def __init__(self, conf: dict) -> None:
+        from training.losses_goodpoint import DEFAULT_CONF
+
+        self.loss_conf = merge(DEFAULT_CONF, conf["loss"], ("loss",))
+
+    def loss(self, model, batch: dict, step: int):
+        from training.losses_goodpoint import goodpoint_loss
+
+        b = batch["image0"].shape[0]
+        out = model(torch.cat([batch["image0"], batch["image1"]]))
+        out0 = {k: v[:b] for k, v in out.items()}
+        out1 = {k: v[b:] for k, v in out.items()}
+        return goodpoint_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], self.loss_conf)
+
+
+class MDNetTask:
+    """MD-Net: RGB images; stage 1 (triplet only) until ``train.stage2_step``, then joint."""
+
+    channels = 3
+
+    def __init__(self, conf: dict) -> None:
+        from training.losses_mdnet import DEFAULT_CONF
+
+        self.loss_conf = merge(DEFAULT_CONF, conf["loss"], ("loss",))
+        self.stage2_step = int(conf["train"]["stage2_step"])
+
+    def loss(self, model, batch: dict, step: int):
+        from training.losses_mdnet import mdnet_loss
+
+        b = batch["image0"].shape[0]
+        out = model(torch.cat([batch["image0"], batch["image1"]]))
+        out0 = {k: v[:b] for k, v in out.items()}
+        out1 = {k: v[b:] for k, v in out.items()}
+        stage = 2 if step >= self.stage2_step else 1
+        return mdnet_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], stage, self.loss_conf)
+
+
+def make_task(conf: dict):
+    name = conf["model"]["name"]
+    if name.startswith("goodpoint"):
+        return GoodPointTask(conf)
+    if name.startswith("mdnet"):
+        return MDNetTask(conf)
+    raise KeyError(f"no training task for model '{name}'")
+
+
+# ---------------------------------------------------------------- optimisation
+
+
+def lr_factor(step: int, conf: dict) -> float:
+    """Constant, then exponential decay to ``decay_final`` at the last step (GoodPoint section 5)."""
+    total = max(int(conf["steps"]), 1)
+    start = conf["decay_start"]
+    start = int(start * total) if isinstance(start, float) and start <= 1.0 else int(start)
+    if step < start or total <= start:
+        return 1.0
+    return float(conf["decay_final"]) ** ((step - start) / (total - start))
+
+
+def make_optimizer(model: torch.nn.Module, conf: dict):
+    t = conf["train"]
+    if t["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    elif t["optimizer"] == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=t["lr"])
+    else:
+        raise ValueError(f"unknown optimizer '{t['optimizer']}' (adamw or adam)")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
+    return opt, sched
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+# ---------------------------------------------------------------- logging
+
+
+class Logger:
+    """TensorBoard when importable, else an appended CSV (``log.csv``) in the run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir))
+        except Exception:  # tensorboard not installed: CSV only
+            pass
+        self.path = run_dir / "log.csv"
+        self.fields: list[str] | None = None
+        if self.path.exists():
+            with open(self.path) as f:
+                self.fields = next(csv.reader(f), None)
+
+    def log(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+        row = {"step": step, "time": round(time.time(), 3), **{f"{prefix}/{k}": float(v) for k, v in values.items()}}
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "time"):
+                    self.tb.add_scalar(k, v, step)
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        new = [k for k in row if k not in self.fields]
+        if new:  # a new column (e.g. validation): rewrite the header, keep the rows
+            self.fields += new
+            with open(self.path) as f:
+                rows = list(csv.reader(f))[1:]
+            with open(self.path, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(self.fields)
+                w.writerows(rows)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Stop:
+    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current step."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, self.handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def handle(self, signum, frame) -> None:
+        if self.flag and signum == signal.SIGINT:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def restore(self) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+
+def setup_distributed(conf: dict) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(conf["train"]["device"])
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def build_data(conf: dict, channels: int, start_step: int, rank: int, world: int):
+    """Training loader from ``start_step`` on, and the held-out validation pairs (or None)."""
+    from training.datasets import PairDataset, StepSampler, build_source
+
+    d, t, e = conf["data"], conf["train"], conf["eval"]
+    source = build_source(d)
+    held = None
+    if e["every"] and e["pairs"]:
+        n_val = int(e["pairs"])
+        if len(source) > 2 * n_val:  # hold out the last frames: never seen in training
+            held = _Slice(source, len(source) - n_val, len(source))
+            source = _Slice(source, 0, len(source) - n_val)
+        else:
+            held = source  # too few frames to hold any out: validate on other warps of the same
+    ds = PairDataset(source, d["crop"], channels, conf["seed"], d["noise"], d["homography"])
+    sampler = StepSampler(int(d["batch_size"]), start_step, int(t["steps"]), rank, world)
+    workers = int(d["num_workers"])
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=int(d["batch_size"]),
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
+    val = None
+    if held is not None:
+        vds = PairDataset(held, e["crop"], channels, conf["seed"] + 1000, noise=True, homography=d["homography"])
+        val = [vds[i] for i in range(int(e["pairs"]))]
+    return ds, loader, val
+
+
+class _Slice:
+    """Frames ``start..stop`` of a source."""
+
+    def __init__(self, source, start: int, stop: int) -> None:
+        self.source, self.start, self.stop = source, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def skipped(self) -> int:
+        return self.source.skipped
+
+    def load(self, index: int):
+        return self.source.load(self.start + index)
+
+
+def save_checkpoint(run_dir: Path, model, opt, sched, step: int, conf: dict, best: float | None) -> None:
+    state = {
+        "format": TRAIN_FORMAT,
+        "model": model.name,
+        "conf": model.arch_conf,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": step,
+        "config": conf,
+        "rng": rng_state(),
+        "best": best,
+    }
+    atomic_torch_save(state, run_dir / "checkpoint.pt")
+    keep = int(conf["train"]["keep_every"])
+    if keep and step % keep == 0:
+        atomic_torch_save(state, run_dir / f"checkpoint_{step:07d}.pt")
+    save_weights(model, run_dir / "model.pt", step=step, run=conf["name"])
+
+
+def read_train_checkpoint(path: Path) -> dict:
+    from goodpoint_ros.checkpoint import CheckpointError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{path}: not a training checkpoint (expected format '{TRAIN_FORMAT}')")
+    return ckpt
+
+
+def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict:
+    """Run (or continue) training; returns {"step", "last" (terms of the last step), "run_dir"}."""
+    rank, world, device = setup_distributed(conf)
+    t = conf["train"]
+    if t["threads"]:
+        torch.set_num_threads(int(t["threads"]))
+    run_dir = Path(t["output_dir"]) / conf["name"]
+    main = rank == 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(conf, f, sort_keys=False)
+
+    torch.manual_seed(int(conf["seed"]) + rank)
+    np.random.seed(int(conf["seed"]) + rank)
+    random.seed(int(conf["seed"]) + rank)
+    task = make_task(conf)
+    model = build_model(conf["model"]["name"], conf["model"]["conf"])
+    step, best = 0, None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        step, best = int(resume["step"]), resume.get("best")
+    model.to(device).train()
+    opt, sched = make_optimizer(model, conf)  # after .to(device): state tensors follow the params
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        set_rng_state(resume["rng"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=isinstance(task, MDNetTask),
+        )
+
+    ds, loader, val = build_data(conf, task.channels, step, rank, world)
+    logger = Logger(run_dir) if main else None
+    stop = Stop()
+    bar = None
+    if progress and main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(t["steps"]), initial=step, dynamic_ncols=True, desc=conf["name"])
+    autocast = bool(t["autocast_bf16"])
+    last: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    n_sum = 0
+    t_last = time.time()
+    last_saved = step
+    try:
+        it = iter(loader)
+        while step < int(t["steps"]):
+            batch = next(it)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, terms = task.loss(net, batch, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
+            opt.step()
+            sched.step()
+            step += 1
+            last = {k: float(v) for k, v in terms.items()}
+            for k, v in last.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_sum += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
+            if main and (step % int(t["log_every"]) == 0 or step == int(t["steps"])):
+                now = time.time()
+                avg = {k: v / n_sum for k, v in sums.items()}
+                avg["lr"] = opt.param_groups[0]["lr"]
+                avg["sec_per_step"] = (now - t_last) / n_sum
+                logger.log(step, avg)
+                sums, n_sum, t_last = {}, 0, now
+            e = conf["eval"]
+            if val is not None and e["every"] and step % int(e["every"]) == 0 and main:
+                from training.validate import validate
+
+                scores = validate(model, val, e)
+                logger.log(step, scores, prefix="val")
+                if best is None or scores["score"] > best:
+                    best = scores["score"]
+                    save_weights(model, run_dir / "best_model.pt", step=step, run=conf["name"], score=best)
+                model.train()
+            stopping = stop.flag
+            if world > 1:  # every rank stops at the same step
+                flag = torch.tensor([float(stopping)], device=device)
+                dist.all_reduce(flag)
+                stopping = bool(flag.item() > 0)
+            if main and (stopping or step % int(t["checkpoint_every"]) == 0 or step == int(t["steps"])):
+                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
+                last_saved = step
+            if stopping:
+                if main:
+                    print(f"\nstopped at step {step}; checkpoint saved in {run_dir}", file=sys.stderr)
+                break
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+        if logger is not None:
+            logger.close()
+        if main and step != last_saved and not stop.flag:  # crashed: keep what was done
+            try:
+                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
+            except Exception:
+                pass
+        skipped = getattr(ds.source, "skipped", 0)
+        if main and skipped:
+            print(f"{skipped} unusable frames were skipped (in the main process)", file=sys.stderr)
+        if world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    return {"step": step, "last": last, "run_dir": run_dir}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Train GoodPoint / MD-Net without labels.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides: dotted keys, YAML values, e.g. data.root=/data/coco train.steps=1000 data.batch_size=4",
+    )
+    ap.add_argument("--config", help="experiment YAML (training/configs/*.yaml)")
+    ap.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue a run exactly (config from the run)")
+    ap.add_argument("--list-topics", metavar="BAG", help="print a ROS 2 bag's topics and exit")
+    ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args(argv)
+    from goodpoint_ros.checkpoint import CheckpointError
+    from training.datasets import DataError
+
+    try:
+        if args.list_topics:
+            from training.datasets import main as data_main
+
+            return data_main(["--list-topics", args.list_topics])
+        resume = None
+        if args.resume:
+            path = Path(args.resume)
+            path = path / "checkpoint.pt" if path.is_dir() else path
+            resume = read_train_checkpoint(path)
+            base = merge(DEFAULTS, resume["config"])
+            conf = load_config(args.config, args.overrides, base=base)
+        elif args.config:
+            conf = load_config(args.config, args.overrides)
+        else:
+            ap.error("give --config (or --resume)")
+        result = train(conf, resume, progress=not args.no_progress)
+    except (DataError, CheckpointError, KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = ", ".join(f"{k} {v:.4g}" for k, v in result["last"].items())
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"step {result['step']}: {last}\nrun: {result['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
