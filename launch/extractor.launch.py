@@ -1,0 +1,71 @@
+"""Launch the goodpoint_extractor node: model/weights/device arguments, a params file, camera remaps.
+
+    ros2 launch goodpoint_ros extractor.launch.py camera:=/camera model:=goodpoint_small device:=cpu
+
+Subscribes to ``<camera>/image_raw`` (and ``<camera>/camera_info``); sets Fast DDS's profile to the
+shipped 32 MB shared-memory one unless ``FASTDDS_DEFAULT_PROFILES_FILE`` is already set.
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("goodpoint_ros")
+    args = [
+        DeclareLaunchArgument(
+            "model", default_value="goodpoint", description="goodpoint | goodpoint_small | mdnet | mdnet_small"
+        ),
+        DeclareLaunchArgument(
+            "weights", default_value="default", description="default | random | path to a .pt checkpoint"
+        ),
+        DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
+        DeclareLaunchArgument("camera", default_value="/camera", description="camera namespace: <camera>/image_raw"),
+        DeclareLaunchArgument(
+            "image_topic", default_value="image_raw", description="image topic inside the camera namespace"
+        ),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([share, "config", "extractor.yaml"]),
+            description="node parameters (YAML); model/weights/device arguments override it",
+        ),
+    ]
+    actions = list(args)
+    if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        actions.append(
+            SetEnvironmentVariable(
+                "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([share, "config", "fastdds.xml"])
+            )
+        )
+    camera = LaunchConfiguration("camera")
+    actions.append(
+        Node(
+            package="goodpoint_ros",
+            executable="extractor",
+            name="goodpoint_extractor",
+            output="screen",
+            parameters=[
+                LaunchConfiguration("params_file"),
+                {
+                    "model": LaunchConfiguration("model"),
+                    "weights": LaunchConfiguration("weights"),
+                    "device": LaunchConfiguration("device"),
+                },
+            ],
+            remappings=[
+                ("image", [camera, "/", LaunchConfiguration("image_topic")]),
+                ("image/compressed", [camera, "/", LaunchConfiguration("image_topic"), "/compressed"]),
+                ("camera_info", [camera, "/camera_info"]),
+                ("left/image", [camera, "/left/", LaunchConfiguration("image_topic")]),
+                ("right/image", [camera, "/right/", LaunchConfiguration("image_topic")]),
+                ("depth", [camera, "/depth/image_raw"]),
+            ],
+        )
+    )
+    return LaunchDescription(actions)
