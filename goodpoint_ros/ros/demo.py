@@ -1,0 +1,228 @@
+"""``goodpoint-demo`` (``make demo``): the extractor node on a live camera stream, in about 30 s.
+
+Starts the ``extractor`` node and the ``player`` (a virtual camera moving over a real photo) as
+two processes, listens to ``~/keypoints``, ``~/matches`` and ``/diagnostics`` like any ROS 2 user
+would, prints live figures once a second, draws the feature tracks over the last frame and ends
+with a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+
+def _console(name: str) -> list[str]:
+    """The console script next to this interpreter (venv), else on PATH, else ``python -m``."""
+    local = Path(sys.executable).with_name(name)
+    if local.exists():
+        return [str(local)]
+    found = shutil.which(name)
+    return (
+        [found]
+        if found
+        else [sys.executable, "-m", f"goodpoint_ros.ros.{'extractor_node' if name == 'extractor' else name}"]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Live demo: extractor node + virtual camera over a real photo.")
+    ap.add_argument("--model", default="goodpoint", help="goodpoint | goodpoint_small | mdnet | mdnet_small")
+    ap.add_argument(
+        "--weights", default="default", help="default (shipped; random with a warning if none) | random | path"
+    )
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--photo", default="astronaut", help="scikit-image photo the camera moves over")
+    ap.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--duration", type=float, default=25.0, help="seconds of streaming")
+    ap.add_argument("--max-keypoints", type=int, default=500)
+    ap.add_argument("--out", default="out/demo_tracks.png", help="picture of the feature tracks")
+    return ap.parse_args(argv)
+
+
+def draw_tracks(image: np.ndarray, history: list[tuple[np.ndarray, np.ndarray]], min_length: int = 3) -> np.ndarray:
+    """Tracks (x, y per track id over the kept frames) drawn over ``image``; BGR uint8 out."""
+    import cv2
+
+    canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    canvas = (canvas * 0.6).astype(np.uint8)
+    if not history:
+        return canvas
+    ids = np.concatenate([h[1] for h in history])
+    xy = np.concatenate([h[0] for h in history])
+    order = np.argsort(ids, kind="stable")  # stable: frame order is kept within a track
+    ids, xy = ids[order], xy[order]
+    uniq, start, count = np.unique(ids, return_index=True, return_counts=True)
+    long = count >= min_length
+    tracks = np.split(np.round(xy).astype(np.int32), start[1:])
+    hue = (uniq.astype(np.uint64) * 2654435761 % 180).astype(np.uint8)
+    colours = cv2.cvtColor(np.stack([hue, np.full_like(hue, 255), np.full_like(hue, 255)], 1)[None], cv2.COLOR_HSV2BGR)[
+        0
+    ]
+    for track, colour in zip((t for t, k in zip(tracks, long) if k), colours[long]):  # one polyline per track
+        cv2.polylines(canvas, [track], False, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
+        cv2.circle(canvas, tuple(int(v) for v in track[-1]), 2, tuple(int(c) for c in colour), -1)
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
+
+    profile = apply_fastdds_profile()
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from goodpoint_ros.ros.conversions import decode_image
+    from goodpoint_ros.ros.layout import read_keypoints, read_matches
+
+    env = dict(os.environ)
+    ns = "/goodpoint_demo"
+    node_cmd = _console("extractor") + [
+        "--ros-args",
+        "-p", f"model:={args.model}",
+        "-p", f"weights:={args.weights}",
+        "-p", f"device:={args.device}",
+        "-p", f"max_keypoints:={args.max_keypoints}",
+        "-r", f"image:={ns}/image",
+        "-r", f"camera_info:={ns}/camera_info",
+    ]  # fmt: skip
+    player_cmd = _console("player") + [
+        "--topic", f"{ns}/image", "--photo", args.photo, "--rate", str(args.rate),
+        "--width", str(args.width), "--height", str(args.height),
+        "--frames", str(int(args.duration * args.rate)),
+    ]  # fmt: skip
+    print(f"goodpoint demo: model={args.model} weights={args.weights} device={args.device}, Fast DDS profile {profile}")
+    print(
+        f"  camera: {args.width}x{args.height} at {args.rate:g} Hz over the '{args.photo}' photo for {args.duration:g} s"
+    )
+    procs: list[subprocess.Popen] = []
+    rclpy.init()
+    node = rclpy.create_node("goodpoint_demo_viewer")
+    state = {"diag": {}, "frame": None, "kp": 0, "m": 0}
+    kp_counts: deque[int] = deque(maxlen=1000)
+    match_counts: deque[int] = deque(maxlen=1000)
+    inlier_counts: deque[int] = deque(maxlen=1000)
+    e2e: deque[float] = deque(maxlen=1000)
+    history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=30)
+    arrivals: deque[float] = deque(maxlen=50)
+
+    def on_kp(msg: PointCloud2) -> None:
+        now = node.get_clock().now().nanoseconds
+        k = read_keypoints(msg)
+        kp_counts.append(len(k["keypoints"]))
+        history.append((k["keypoints"], k["track_ids"]))
+        e2e.append((now - (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)) / 1e6)
+        arrivals.append(time.monotonic())
+        state["kp"] += 1
+
+    def on_matches(msg: PointCloud2) -> None:
+        m = read_matches(msg)
+        match_counts.append(len(m["matches"]))
+        inlier_counts.append(int(m["inliers"].sum()))
+        state["m"] += 1
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if "goodpoint_extractor" in st.name:
+                state["diag"] = {kv.key: kv.value for kv in st.values}
+
+    def on_image(msg: Image) -> None:
+        state["frame"] = msg
+
+    node.create_subscription(PointCloud2, "/goodpoint_extractor/keypoints", on_kp, 10)
+    node.create_subscription(PointCloud2, "/goodpoint_extractor/matches", on_matches, 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    node.create_subscription(Image, f"{ns}/image", on_image, qos_profile_sensor_data)
+    code = 0
+    try:
+        procs.append(subprocess.Popen(node_cmd, env=env))
+        t0 = time.monotonic()
+        print("  starting the extractor node (loading the model)...")
+        while not state["diag"] and time.monotonic() - t0 < 90:
+            rclpy.spin_once(node, timeout_sec=0.2)
+            if procs[0].poll() is not None:
+                print(f"error: the extractor node exited with code {procs[0].returncode}", file=sys.stderr)
+                return 1
+        if not state["diag"]:
+            print("error: the extractor node did not come up within 90 s", file=sys.stderr)
+            return 1
+        print(f"  node up after {time.monotonic() - t0:.1f} s; starting the camera")
+        procs.append(subprocess.Popen(player_cmd, env=env))
+        t_start = time.monotonic()
+        next_print = t_start + 1.0
+        while time.monotonic() - t_start < args.duration + 3.0:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if time.monotonic() >= next_print:
+                next_print += 1.0
+                d = state["diag"]
+                fps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-6) if len(arrivals) > 2 else 0.0
+                last = list(kp_counts)[-10:] or [0]
+                lm, li = list(match_counts)[-10:] or [0], list(inlier_counts)[-10:] or [0]
+                print(
+                    f"  t={time.monotonic() - t_start:4.0f}s  {fps:5.1f} fps  keypoints {np.mean(last):6.0f}  "
+                    f"matches {np.mean(lm):5.0f}  inliers {np.mean(li):5.0f}  "
+                    f"latency {np.median(list(e2e)[-10:]) if e2e else 0:6.1f} ms  "
+                    f"dropped {d.get('dropped', '0')}  model {d.get('extract_p50_ms', '?')} ms"
+                )
+            if procs[1].poll() is not None and time.monotonic() - t_start > args.duration:
+                break
+        for _ in range(20):  # collect what is still in flight
+            rclpy.spin_once(node, timeout_sec=0.05)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    d = state["diag"]
+    m, i = np.asarray(match_counts), np.asarray(inlier_counts)
+    lat = np.asarray(e2e)
+    print("\nsummary")
+    print(
+        f"  keypoints messages {state['kp']}, matches messages {state['m']}, dropped by the node {d.get('dropped', '?')}"
+    )
+    if len(kp_counts):
+        print(f"  keypoints/frame {np.mean(kp_counts):.0f}, matches/frame {m.mean() if len(m) else 0:.0f}, "
+              f"inlier ratio {i.sum() / max(m.sum(), 1):.2f}")  # fmt: skip
+        print(f"  end-to-end latency (camera stamp -> keypoints received) p50 {np.percentile(lat, 50):.1f} ms, "
+              f"p95 {np.percentile(lat, 95):.1f} ms; model p50 {d.get('extract_p50_ms', '?')} ms")  # fmt: skip
+    if state["frame"] is not None and history:
+        import cv2
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture = draw_tracks(decode_image(state["frame"]), list(history))
+        cv2.imwrite(str(out), picture)
+        ids = np.concatenate([h[1] for h in history])
+        _, counts = np.unique(ids, return_counts=True)
+        print(f"  tracks over the last {len(history)} frames: {int((counts >= 3).sum())} of length >= 3, "
+              f"longest {counts.max()}; picture: {out}")  # fmt: skip
+    if state["kp"] == 0:
+        print("error: no keypoints arrived", file=sys.stderr)
+        code = code or 1
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
