@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -60,21 +62,26 @@ def export_onnx(
         axes["heatmap"] = {0: "batch", 2: "height", 3: "width"}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about python ints: shapes are static on purpose
-        torch.onnx.export(
-            graph,
-            (dummy,),
-            str(tmp),
-            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, opset control
-            opset_version=opset,
-            input_names=["image"],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
-    tmp.replace(path)  # atomic: a killed export never leaves a half file in the cache
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # unique: processes may race
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about python ints: shapes are static on purpose
+            torch.onnx.export(
+                graph,
+                (dummy,),
+                str(tmp),
+                dynamo=False,  # the TorchScript exporter: no onnxscript dependency, opset control
+                opset_version=opset,
+                input_names=["image"],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+        tmp.replace(path)  # atomic: a killed export never leaves a half file in the cache
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

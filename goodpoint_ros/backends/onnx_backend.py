@@ -1,0 +1,224 @@
+"""onnxruntime backend: the exported fixed-top-k graph behind ``features.Extractor``'s interface.
+
+On first use for an input size the model is exported to a cache folder
+(``$GOODPOINT_CACHE`` or ``~/.cache/goodpoint_ros/onnx``) under a hash of the weights, the graph
+settings and the size; later runs (and other processes) reuse the file. Execution providers come
+from a list (TensorRT, CUDA, CPU); a missing one falls back with one log line. TensorRT engines
+are cached on disk next to the ONNX files (ORT's ``trt_engine_cache_*`` options), so a robot
+builds them once, not at every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from goodpoint_ros.backends.export import MAX_OPSET, export_onnx
+from goodpoint_ros.backends.graph import GRAPH_VERSION
+from goodpoint_ros.features import prepare_image, to_numpy
+
+log = logging.getLogger("goodpoint_ros.backends")
+
+# Detection keys baked into the graph (changing them re-exports); the threshold is post-filtered.
+GRAPH_KEYS = ("max_keypoints", "nms_radius", "remove_borders")
+OUTPUTS = ("keypoints", "scores", "descriptors", "detector", "valid")
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def cache_dir() -> Path:
+    """Where exported graphs and TensorRT engines live (``$GOODPOINT_CACHE`` overrides)."""
+    root = os.environ.get("GOODPOINT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "goodpoint_ros"
+    )
+    return Path(root) / "onnx"
+
+
+def default_providers(device: str) -> tuple[list[str], bool]:
+    """Provider preference for a device string, and whether the user asked for it explicitly."""
+    if device in ("auto", "", None):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], False
+    kind = str(device).split(":")[0]
+    if kind == "cpu":
+        return ["CPUExecutionProvider"], True
+    if kind == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], True
+    if kind in ("tensorrt", "trt"):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], True
+    raise ValueError(f"unknown device '{device}' for onnxruntime (use auto, cpu, cuda[:i] or tensorrt[:i])")
+
+
+def resolve_providers(
+    device: str = "auto",
+    providers: Sequence[str] | None = None,
+    engine_cache: Path | None = None,
+    fp16: bool = True,
+) -> list[tuple[str, dict]]:
+    """The (provider, options) list for a session: requested providers that this onnxruntime
+    build has, in order, always ending with CPU. Missing requested ones: one warning line."""
+    import onnxruntime as ort
+
+    explicit = providers is not None
+    wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if explicit else None
+    if wanted is None:
+        wanted, explicit = default_providers(device)
+    if "CPUExecutionProvider" not in wanted:
+        wanted = [*wanted, "CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    chosen = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    if missing and explicit:
+        log.warning(
+            "onnxruntime: %s not available in this build (have %s); using %s",
+            ", ".join(missing),
+            ", ".join(available),
+            ", ".join(chosen),
+        )
+    index = int(str(device).split(":")[1]) if ":" in str(device) else 0
+    out = []
+    for p in chosen:
+        opts: dict[str, Any] = {}
+        if p == "TensorrtExecutionProvider":
+            opts = {"device_id": index, "trt_fp16_enable": fp16}
+            if engine_cache is not None:
+                engine_cache.mkdir(parents=True, exist_ok=True)
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache))
+        elif p == "CUDAExecutionProvider":
+            opts = {"device_id": index}
+        out.append((p, opts))
+    return out
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of everything that changes the exported graph's numbers."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": model.name, "conf": model.arch_conf}, sort_keys=True, default=str).encode())
+    for key, tensor in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class OnnxExtractor:
+    """``Extractor``-compatible features from an exported graph run by onnxruntime.
+
+    Outputs are CPU torch tensors (``device`` is cpu even when a GPU provider runs the graph).
+    ``set_detection(detection_threshold=...)`` is a post-filter; other detection keys change the
+    graph and re-export on the next frame (a cache hit when that configuration was seen before).
+    With ``dynamic=True`` one graph serves every size: images are zero-padded to a multiple of 8
+    and points in the padding's border are filtered out afterwards, so the top-k budget may
+    differ slightly from the torch extractor for sizes that are not multiples of 8.
+    """
+
+    def __init__(
+        self,
+        model: str = "goodpoint",
+        weights: str | None = "default",
+        device: str = "auto",
+        conf: dict | None = None,
+        providers: Sequence[str] | None = None,
+        cache: str | Path | None = None,
+        dynamic: bool = False,
+        num_threads: int = 0,
+        fp16: bool = True,
+        opset: int = MAX_OPSET,
+    ) -> None:
+        import onnxruntime as ort
+
+        from goodpoint_ros.checkpoint import load_model
+
+        self.model = load_model(model, weights, conf=conf).eval()
+        if self.model.conf.get("multiscale"):
+            raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
+        self.cache = Path(cache) if cache is not None else cache_dir()
+        self.providers = resolve_providers(device, providers, self.cache / "trt_engines", fp16)
+        self.dynamic = dynamic
+        self.opset = opset
+        self.options = ort.SessionOptions()
+        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads > 0:
+            self.options.intra_op_num_threads = num_threads
+            self.options.inter_op_num_threads = 1
+        self._digest = weights_digest(self.model)
+        self._sessions: dict[tuple, Any] = {}
+        self.device = torch.device("cpu")
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def active_providers(self) -> list[str]:
+        return [p for p, _ in self.providers]
+
+    def set_detection(self, **kwargs: Any) -> None:
+        if kwargs.get("multiscale"):
+            raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
+        before = {k: self.model.conf[k] for k in GRAPH_KEYS if k in self.model.conf}
+        self.model.set_detection(**kwargs)  # validates the keys
+        if any(self.model.conf[k] != v for k, v in before.items()):
+            self._sessions.clear()  # the graph changed: re-export (or reuse the cached file) lazily
+
+    def onnx_path(self, height: int, width: int) -> Path:
+        """The cache file for the current weights, graph settings and input size."""
+        graph = {k: self.model.conf[k] for k in GRAPH_KEYS if k in self.model.conf}
+        size = "dynamic" if self.dynamic else f"{height}x{width}"
+        key = json.dumps([self._digest, graph, size, self.opset, GRAPH_VERSION], sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.cache / f"{self.model.name}_{size}_{digest}.onnx"
+
+    def session(self, height: int, width: int):
+        """The onnxruntime session for an input size, exporting the graph on first use."""
+        import onnxruntime as ort
+
+        key = ("dynamic",) if self.dynamic else (height, width)
+        if key not in self._sessions:
+            path = self.onnx_path(height, width)
+            if not path.is_file():
+                log.info("exporting %s for %s to %s", self.model.name, key, path)
+                export_onnx(self.model, path, height, width, self.dynamic, self.opset)
+            self._sessions[key] = ort.InferenceSession(
+                str(path), self.options, providers=[p for p, _ in self.providers],
+                provider_options=[o for _, o in self.providers],
+            )  # fmt: skip
+        return self._sessions[key]
+
+    def extract(self, image: Any) -> dict[str, torch.Tensor]:
+        """Features of one image as CPU tensors, sorted by score (as ``Extractor.extract``)."""
+        x = prepare_image(image, self.model.in_channels, "cpu").numpy()[None]
+        h, w = x.shape[-2:]
+        if self.dynamic:
+            m = max(self.model.pad_to, 8)
+            x = np.pad(x, ((0, 0), (0, 0), (0, (-h) % m), (0, (-w) % m)))
+        out = dict(zip(OUTPUTS, self.session(*x.shape[-2:]).run(list(OUTPUTS), {"image": x})))
+        kpts, scores = out["keypoints"][0], out["scores"][0]
+        keep = out["valid"][0] & (scores > self.model.conf["detection_threshold"])
+        if self.dynamic and x.shape[-2:] != (h, w):
+            r = self.model.conf["remove_borders"]
+            keep &= (kpts[:, 0] < w - r) & (kpts[:, 1] < h - r)
+        idx = np.flatnonzero(keep)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]  # merge MD-Net's per-detector groups by score
+        return {
+            "keypoints": torch.from_numpy(kpts[idx]),
+            "scores": torch.from_numpy(scores[idx]),
+            "descriptors": torch.from_numpy(out["descriptors"][0][idx]),
+            "detector": torch.from_numpy(out["detector"][0][idx].astype(np.uint8)),
+        }
+
+    def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
+        return [self.extract(im) for im in images]
+
+    def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
+        return to_numpy(self.extract(image))
