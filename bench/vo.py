@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
-    p.add_argument("--baseline", type=float, default=0.1, help="stereo baseline in metres (0: no stereo)")
+    p.add_argument("--baseline", type=float, default=0.3, help="stereo baseline in metres (0: no stereo)")
     p.add_argument("--methods", default="goodpoint,mdnet,orb")
     p.add_argument("--modes", default="rgbd,stereo,mono")
     p.add_argument("--max-keypoints", type=int, default=1000)

@@ -417,7 +417,7 @@ def orb_features(image: np.ndarray, max_keypoints: int = 1000) -> dict[str, np.n
     ``features.to_numpy``: the 256 binary tests become +-1/16 floats, so the project's L2 matcher
     (``matching.match_mnn``) ranks them exactly by Hamming distance (d^2 = 4 Hamming / 256)."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    orb = cv2.ORB_create(nfeatures=max_keypoints, fastThreshold=10)
+    orb = cv2.ORB_create(nfeatures=max_keypoints, nlevels=2, fastThreshold=10)
     kps, desc = orb.detectAndCompute(gray, None)
     if desc is None or not kps:
         return {

@@ -164,7 +164,7 @@ def render_sequence(
     height: int = 240,
     baseline: float = 0.0,
     amplitude: float = 1.0,
-    texture_scale: float = 1.0,
+    texture_scale: float = 0.5,
     poses: np.ndarray | None = None,
 ) -> Sequence:
     """Render ``n`` frames along ``trajectory`` (or given ``poses``); stereo when ``baseline`` > 0."""
