@@ -319,6 +319,7 @@ def build_data(conf: dict, channels: int, start_step: int, rank: int, world: int
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=2 if workers else None,
+        generator=torch.Generator().manual_seed(int(conf["seed"])),  # leaves the global RNG alone
     )
     val = None
     if held is not None:
@@ -403,7 +404,6 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-        set_rng_state(resume["rng"])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -428,6 +428,8 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     last_saved = step
     try:
         it = iter(loader)
+        if resume is not None:  # last: nothing may draw from the RNGs between here and the step
+            set_rng_state(resume["rng"])
         while step < int(t["steps"]):
             batch = next(it)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
