@@ -57,8 +57,10 @@ def test_tracks_layout_matches_vins_and_round_trips():
 def test_tracks_bad_input():
     with pytest.raises(ValueError, match="track ids"):
         tracks_message(_header(), np.arange(3), np.zeros((4, 2)), K)
-    with pytest.raises(ValueError, match="float32"):
-        tracks_message(_header(), np.array([2**24]), np.zeros((1, 2)), K)
+    with pytest.raises(ValueError, match="non-negative"):
+        tracks_message(_header(), np.array([-1]), np.zeros((1, 2)), K)
+    big = np.array([2**24 + 7, 2**32 - 1], dtype=np.uint32)  # long-running node: ids wrap, stay exact
+    np.testing.assert_array_equal(parse_tracks(tracks_message(_header(), big, np.zeros((2, 2)), K))["id"], big % 2**24)
     msg = tracks_message(_header(), np.arange(2), np.zeros((2, 2)), K)
     msg.channels = msg.channels[::-1]
     with pytest.raises(ValueError, match="VINS"):

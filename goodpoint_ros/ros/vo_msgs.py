@@ -8,8 +8,9 @@ one layout. ``~/tracks`` is a sensor_msgs/PointCloud exactly as VINS-Fusion's es
 - channels, in this order: ``id`` (track id), ``camera_id`` (0 left / mono, 1 right),
   ``u``, ``v`` (pixels), ``velocity_x``, ``velocity_y`` (normalised coordinates per second)
 
-Track ids travel as float32 in the channel, exact up to 2^24 (16.7 M tracks); beyond that they
-would lose precision, so ``tracks_message`` refuses them.
+Track ids travel as float32 in the channel, exact only below 2^24, so they are sent modulo 2^24:
+unique among any 16.7 M consecutive tracks, far more than an estimator's sliding window holds
+(a long-running node at 1000 new tracks per frame and 30 Hz passes 2^24 after ~9 minutes).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def tracks_message(
     n = len(kp)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} track ids for {n} keypoints")
-    if n and (ids.min() < 0 or ids.max() >= MAX_EXACT_ID):
-        raise ValueError(f"track ids must be in [0, {MAX_EXACT_ID}) to survive float32 channels")
+    if n and ids.min() < 0:
+        raise ValueError("track ids must be non-negative")
+    ids = ids.astype(np.int64) % MAX_EXACT_ID  # exact in float32 (see the module docstring)
     vel = np.zeros((n, 2)) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(-1, 2)
     if len(vel) != n:
         raise ValueError(f"{len(vel)} velocities for {n} keypoints")
