@@ -1,0 +1,138 @@
+"""Drive and observe a running extractor node from another process (tests, bench).
+
+``NodeProcess`` starts ``extractor`` in a subprocess on a chosen ROS domain; ``Probe`` is a plain
+rclpy node in its own context that publishes images and records every output message with its
+arrival time. Nothing here is mocked: it is what any ROS 2 user's process would do.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, PointCloud2
+
+from goodpoint_ros.ros.layout import read_keypoints, read_matches
+
+
+def extractor_command() -> list[str]:
+    exe = Path(sys.executable).with_name("extractor")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.ros.extractor_node"]
+
+
+class NodeProcess:
+    """The extractor node in a subprocess on ``domain_id`` with ``params`` and ``remaps``."""
+
+    def __init__(self, domain_id: int, params: dict[str, Any], remaps: dict[str, str] | None = None, extra=()):
+        cmd = extractor_command() + ["--ros-args"]
+        for k, v in params.items():
+            cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
+        for k, v in (remaps or {}).items():
+            cmd += ["-r", f"{k}:={v}"]
+        cmd += list(extra)
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONWARNINGS="ignore")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> str:
+        """Stop with SIGINT (like Ctrl-C) and return everything the node printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out or ""
+
+
+class Probe:
+    """A test/bench node in a private context: publishes inputs, records outputs with arrival times."""
+
+    def __init__(self, domain_id: int, prefix: str = "/goodpoint_extractor") -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("goodpoint_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.prefix = prefix
+        self.keypoints: list[tuple[float, Any, dict]] = []
+        self.matches: list[tuple[float, Any, dict]] = []
+        self.diagnostics: list[dict[str, str]] = []
+        self.other: dict[str, list[tuple[float, Any]]] = {}
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PointCloud2, f"{prefix}/keypoints", self._on_kp, reliable)
+        self.node.create_subscription(PointCloud2, f"{prefix}/matches", self._on_matches, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+
+    def _on_kp(self, msg: PointCloud2) -> None:
+        self.keypoints.append((time.monotonic(), msg.header, read_keypoints(msg)))
+
+    def _on_matches(self, msg: PointCloud2) -> None:
+        self.matches.append((time.monotonic(), msg.header, read_matches(msg)))
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if "goodpoint_extractor" in st.name:
+                self.diagnostics.append({kv.key: kv.value for kv in st.values})
+
+    def record(self, msg_type: Any, topic: str, parse: Callable[[Any], Any] = lambda m: m, qos=None) -> None:
+        """Also record ``topic`` (parsed by ``parse``) into ``self.other[topic]``."""
+        self.other[topic] = []
+        self.node.create_subscription(
+            msg_type,
+            topic,
+            lambda m: self.other[topic].append((time.monotonic(), parse(m))),
+            qos or QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+        )
+
+    def publisher(self, topic: str, msg_type: Any = Image, best_effort: bool = True):
+        qos = qos_profile_sensor_data if best_effort else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def wait_ready(self, node: NodeProcess, timeout: float = 90.0) -> None:
+        """Block until the node publishes diagnostics (model loaded and warmed up) and sees us."""
+        ok = self.spin_until(lambda: bool(self.diagnostics) or not node.alive(), timeout)
+        if not ok or not node.alive():
+            raise RuntimeError(f"extractor node did not come up:\n{node.stop()[-3000:]}")
+
+    def wait_subscribed(self, pub, timeout: float = 10.0) -> None:
+        if not self.spin_until(lambda: pub.get_subscription_count() > 0, timeout):
+            raise RuntimeError(f"nobody subscribed to {pub.topic_name}")
+
+    def stamp(self, i: int, base: int = 1_000):
+        from builtin_interfaces.msg import Time
+
+        ns = i * 33_333_333
+        return Time(sec=base + ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
