@@ -102,6 +102,36 @@ def keypoint_keys(detector: np.ndarray, keypoints: np.ndarray) -> list[tuple[int
     return list(zip(detector.astype(np.int64).tolist(), xy[:, 0].tolist(), xy[:, 1].tolist()))
 
 
+def compare_keypoints(ref: dict, other: dict) -> tuple[float, int]:
+    """(Jaccard agreement of the (detector, x, y) sets, mismatches NOT explained by ties).
+
+    ``ref``/``other``: numpy ``keypoints`` Kx2, ``scores`` K, ``detector`` K. A point only one side
+    kept is explained when its score ties (within float noise) with the last score that side kept
+    for its detector: top-k and NMS may order exactly tied scores differently.
+    """
+    keys = [keypoint_keys(f["detector"], f["keypoints"]) for f in (ref, other)]
+    sets = [set(k) for k in keys]
+    agree = len(sets[0] & sets[1]) / max(len(sets[0] | sets[1]), 1)
+    unexplained = 0
+    for f, k, other_set in ((ref, keys[0], sets[1]), (other, keys[1], sets[0])):
+        only = np.array([key not in other_set for key in k], dtype=bool)
+        for d in np.unique(f["detector"]):
+            sel = f["detector"] == d
+            cut = f["scores"][sel].min()
+            unexplained += int((only[sel] & (f["scores"][sel] > cut + TIE_TOL)).sum())
+    return agree, unexplained
+
+
+def descriptor_diff(ref: dict, other: dict) -> float:
+    """Max-abs descriptor difference over the keypoints both feature sets hold (numpy dicts)."""
+    pos = {k: i for i, k in enumerate(keypoint_keys(other["detector"], other["keypoints"]))}
+    pairs = [(pos[k], j) for j, k in enumerate(keypoint_keys(ref["detector"], ref["keypoints"])) if k in pos]
+    if not pairs:
+        return 0.0
+    i_o, i_r = (np.array(v) for v in zip(*pairs))
+    return float(np.abs(other["descriptors"][i_o] - ref["descriptors"][i_r]).max())
+
+
 def check_parity(
     model: torch.nn.Module, onnx_path: str | Path, height: int, width: int, providers: list[str] | None = None
 ) -> dict:
@@ -128,41 +158,25 @@ def check_parity(
     heat_key, _ = dense_keys(model)
     heat_diff = float(np.abs(out["heatmap"] - dense[heat_key].float().numpy()).max())
     keep = out["valid"][0]
-    keys_o = keypoint_keys(out["detector"][0][keep], out["keypoints"][0][keep])
-    keys_r = keypoint_keys(ref["detector"].numpy(), ref["keypoints"].numpy())
-    a, b = set(keys_o), set(keys_r)
-    agree = len(a & b) / max(len(a | b), 1)
-    # A point only one side kept is explained when its score ties (within float noise) with the
-    # last score that side kept for its detector: top-k and NMS may order exact ties differently.
-    scores_o, det_o = out["scores"][0][keep], out["detector"][0][keep]
-    scores_r, det_r = ref["scores"].numpy(), ref["detector"].numpy()
-    unexplained = 0
-    for keys, scores, dets, other in ((keys_o, scores_o, det_o, b), (keys_r, scores_r, det_r, a)):
-        for d in np.unique(dets):
-            sel = dets == d
-            cut = scores[sel].min()
-            only = np.array([k not in other for k, m in zip(keys, sel) if m])
-            unexplained += int((only & (scores[sel] > cut + TIE_TOL)).sum())
-    pos = {k: i for i, k in enumerate(keys_o)}
-    pairs = [(pos[k], j) for j, k in enumerate(keys_r) if k in pos]
-    desc_diff = 0.0
-    if pairs:
-        i_o, i_r = (np.array(v) for v in zip(*pairs))
-        desc_o = out["descriptors"][0][keep][i_o]
-        desc_diff = float(np.abs(desc_o - ref["descriptors"].float().numpy()[i_r]).max())
+    onnx_feats = {k: out[k][0][keep] for k in ("keypoints", "scores", "detector", "descriptors")}
+    ref = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in ref.items()}
+    agree, unexplained = compare_keypoints(ref, onnx_feats)
+    desc_diff = descriptor_diff(ref, onnx_feats)
+    keys_o = keypoint_keys(onnx_feats["detector"], onnx_feats["keypoints"])
+    keys_r = keypoint_keys(ref["detector"], ref["keypoints"])
     result = {
         "heatmap_max_abs": heat_diff,
         "descriptor_max_abs": desc_diff,
-        "keypoints_onnx": len(a),
-        "keypoints_torch": len(b),
+        "keypoints_onnx": len(keys_o),
+        "keypoints_torch": len(keys_r),
         "keypoint_agreement": agree,
         "unexplained_mismatches": unexplained,
     }
     result["ok"] = bool(
         heat_diff <= HEATMAP_TOL
         and desc_diff <= DESCRIPTOR_TOL
-        and unexplained <= (1 - KEYPOINT_AGREEMENT) * len(b)
-        and len(b) > 0
+        and unexplained <= (1 - KEYPOINT_AGREEMENT) * len(keys_r)
+        and len(keys_r) > 0
     )
     return result
 

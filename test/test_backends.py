@@ -1,0 +1,116 @@
+"""Backend selection: torch and onnxruntime give the same features through ``make_extractor``."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.backends.export import compare_keypoints, descriptor_diff
+from goodpoint_ros.features import to_numpy
+
+
+def pair(name: str, tmp_path, conf=None, **kw):
+    """A torch and an onnxruntime extractor holding the same (seeded random) weights."""
+    torch.manual_seed(0)
+    t = make_extractor("torch", name, "random", "cpu", conf)
+    torch.manual_seed(0)
+    o = make_extractor("onnxruntime", name, "random", "cpu", conf, cache=tmp_path, num_threads=2, **kw)
+    return t, o
+
+
+def assert_same_features(a: dict, b: dict) -> None:
+    a, b = to_numpy(a), to_numpy(b)
+    assert len(a["scores"]) > 20
+    agree, unexplained = compare_keypoints(a, b)
+    assert unexplained == 0, f"agreement {agree:.3f}"
+    # Untrained MD-Net heatmaps are nearly flat: float noise (~1e-7) may flip which of two tied
+    # neighbours NMS keeps, so counts may differ slightly; every differing point is a tie.
+    assert abs(len(a["scores"]) - len(b["scores"])) <= 0.03 * len(a["scores"])
+    assert descriptor_diff(a, b) < 1e-4
+    assert np.all(np.diff(b["scores"]) <= 0), "sorted by score like the torch extractor"
+
+
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_onnxruntime_features_equal_torch_on_a_real_photo(photo, tmp_path, name):
+    conf = {"detection_threshold": 0.0, "max_keypoints": 400} if name.startswith("mdnet") else {"max_keypoints": 400}
+    t, o = pair(name, tmp_path, conf)
+    img = photo[:120, :160]
+    a, b = t.extract(img), o.extract(img)
+    assert set(b) == {"keypoints", "scores", "descriptors", "detector"}
+    assert b["keypoints"].dtype == torch.float32 and b["detector"].dtype == torch.uint8
+    assert_same_features(a, b)
+    assert o.name == name and o.device == torch.device("cpu")
+    assert len(o.extract_many([img, img[:64, :80]])) == 2
+    assert set(o.extract_numpy(img)) == {"keypoints", "scores", "descriptors", "detector"}
+
+
+def test_threshold_is_a_post_filter_and_graph_keys_reexport(photo, tmp_path, caplog):
+    t, o = pair("goodpoint_small", tmp_path, {"max_keypoints": 300})
+    img = photo[:96, :128]
+    scores = o.extract(img)["scores"]
+    thr = float(scores.median())
+    files = set(tmp_path.glob("*.onnx"))
+    for e in (t, o):
+        e.set_detection(detection_threshold=thr)
+    a, b = t.extract(img), o.extract(img)
+    assert set(tmp_path.glob("*.onnx")) == files, "a threshold change must not re-export"
+    assert 0 < len(b["scores"]) < len(scores) and bool((b["scores"] > thr).all())
+    assert_same_features(a, b)
+    for e in (t, o):
+        e.set_detection(max_keypoints=50)
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.backends"):
+        a, b = t.extract(img), o.extract(img)
+    assert "exporting" in caplog.text and len(set(tmp_path.glob("*.onnx"))) == len(files) + 1
+    assert len(b["scores"]) == len(a["scores"]) <= 50
+    with pytest.raises(KeyError, match="not a detection parameter"):
+        o.set_detection(descriptor_dim=3)
+
+
+def test_cached_graph_is_reused_by_a_new_extractor(photo, tmp_path, caplog):
+    _, o = pair("goodpoint_small", tmp_path)
+    o.extract(photo[:64, :64])
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.backends"):
+        _, o2 = pair("goodpoint_small", tmp_path)
+        o2.extract(photo[:64, :64])
+    assert "exporting" not in caplog.text
+
+
+def test_dynamic_graph_serves_any_size(photo, tmp_path):
+    t, o = pair("goodpoint_small", tmp_path, {"max_keypoints": 300}, dynamic=True)
+    for img in (photo[:96, :128], photo[:100, :150]):
+        assert_same_features(t.extract(img), o.extract(img))
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_unknown_provider_falls_back_to_cpu_with_one_log_line(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="goodpoint_ros.backends"):
+        o = make_extractor(
+            "onnx", "goodpoint_small", "random", "cpu", providers=["NoSuchExecutionProvider"], cache=tmp_path
+        )
+    assert o.active_providers == ["CPUExecutionProvider"]
+    lines = [r for r in caplog.records if r.name == "goodpoint_ros.backends"]
+    assert len(lines) == 1 and "NoSuchExecutionProvider not available" in lines[0].getMessage()
+
+
+def test_unknown_backend_and_bad_device_raise_clearly():
+    with pytest.raises(ValueError, match=r"unknown backend 'tflite' \(available: torch, onnxruntime\)"):
+        make_extractor("tflite", "goodpoint_small", "random")
+    with pytest.raises(ValueError, match="unknown device"):
+        make_extractor("onnxruntime", "goodpoint_small", "random", device="tpu")
+    with pytest.raises(ValueError, match="multi-scale"):
+        make_extractor("onnxruntime", "mdnet_small", "random", "cpu", {"multiscale": True})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a CUDA GPU; this machine has none")
+def test_torch_fp16_on_cuda_matches_fp32(photo):
+    torch.manual_seed(0)
+    half = make_extractor("torch", "goodpoint_small", "random", "cuda")
+    torch.manual_seed(0)
+    full = make_extractor("torch", "goodpoint_small", "random", "cuda", fp16=False)
+    assert half.fp16 and not full.fp16
+    a, b = full.extract(photo), half.extract(photo)
+    assert b["descriptors"].dtype == torch.float32
+    agree, _ = compare_keypoints(to_numpy(a), to_numpy(b))
+    assert agree > 0.9
