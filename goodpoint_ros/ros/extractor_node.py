@@ -9,6 +9,7 @@ Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``lay
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -448,6 +449,7 @@ def main(args: list[str] | None = None) -> None:
     apply_fastdds_profile()
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = ExtractorNode()
         executor = MultiThreadedExecutor(num_threads=2)
@@ -455,10 +457,16 @@ def main(args: list[str] | None = None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (KeyError, ValueError, RuntimeError) as e:  # bad parameter, weights or device: one clear line
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"goodpoint_extractor: {msg}", file=sys.stderr)
+        code = 2
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
