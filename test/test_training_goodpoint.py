@@ -20,7 +20,7 @@ from skimage import data
 from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.models import build_model
 from training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets
-from training.train import DEFAULTS, load_config, merge, train
+from training.train import load_config, merge, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,15 +171,12 @@ def test_training_on_a_ros2_bag(tmp_path: Path):
 
     frames = [cv2.resize(getattr(data, n)(), (128, 96)) for n in ("astronaut", "coffee", "chelsea")]
     write_bag(tmp_path / "bag", frames, "mcap")
-    conf = merge(
-        DEFAULTS,
-        {
-            "name": "bag",
-            "model": {"name": "goodpoint_small"},
-            "data": {"sources": [{"type": "bag", "path": str(tmp_path / "bag")}], "crop": 64, "batch_size": 2},
-            "train": {"output_dir": str(tmp_path), "steps": 3, "log_every": 1},
-        },
-    )
+    conf = load_config(
+        REPO / "training/configs/goodpoint_bag.yaml",
+        [f"data.sources.0.path={tmp_path / 'bag'}", "data.sources.0.stride=1", "data.crop=64", "data.batch_size=2",
+         f"train.output_dir={tmp_path}", "name=bag", "train.steps=3", "eval.every=0", "data.num_workers=0"],
+    )  # fmt: skip
+    assert conf["data"]["sources"][0]["type"] == "bag" and conf["data"]["sources"][0]["max_frames"] == 2000
     result = train(conf, progress=False)
     assert result["step"] == 3 and np.isfinite(result["last"]["loss"])
     assert (tmp_path / "bag" / "model.pt").is_file()

@@ -272,8 +272,11 @@ def build_source(conf: dict) -> Mixture:
     if conf.get("root"):
         specs.insert(0, {"type": "images", "root": conf["root"]})
     out = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         kind = spec.get("type", "images")
+        key = "path" if kind == "bag" else "root"
+        if not spec.get(key):
+            raise DataError(f"data source {i} ({kind}) has no '{key}': set data.sources.{i}.{key}=... or data.root=...")
         if kind == "images":
             out.append(ImageFolder(spec["root"], min_size=min_size, max_images=spec.get("max_images")))
         elif kind == "bag":

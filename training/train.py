@@ -86,6 +86,14 @@ def merge(base: dict, new: dict, path: tuple[str, ...] = ()) -> dict:
             raise KeyError(f"unknown config key '{'.'.join(here)}' (known: {', '.join(sorted(out))})")
         if isinstance(out.get(k), dict) and isinstance(v, dict):
             out[k] = merge(out[k], v, here)
+        elif isinstance(out.get(k), list) and isinstance(v, dict) and all(str(i).isdigit() for i in v):
+            items = list(out[k])  # data.sources.0.path=... edits one element of a list
+            for i, sub in v.items():
+                i = int(i)
+                if i >= len(items):
+                    raise KeyError(f"'{'.'.join(here)}' has no element {i} (it has {len(items)})")
+                items[i] = {**items[i], **sub} if isinstance(items[i], dict) and isinstance(sub, dict) else sub
+            out[k] = items
         else:
             out[k] = copy.deepcopy(v)
     return out
