@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from goodpoint_ros.geometry import verify
+from goodpoint_ros.geometry import verify, warp_points
 
 MODES = ("mono", "rgbd", "stereo")
 
@@ -188,6 +188,8 @@ class VisualOdometry:
         self._ref: _Ref | None = None
         self._chain: np.ndarray | None = None  # mono: previous frame keypoint -> keyframe index
         self._lost = False
+        self._ref_covariance = np.zeros((6, 6))  # pose covariance at the reference frame
+        self._scale = 1.0  # mono: length of the last keyframe step
 
     # ---- 3D points of a frame (metric modes) -------------------------------------------------
     def points_from_depth(self, keypoints: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -300,11 +302,7 @@ class VisualOdometry:
         """Compose the pose and propagate the covariance (first order, through the adjoint)."""
         A = _adjoint(self._ref.pose)
         self.pose = self._ref.pose @ T_ref_cur
-        self.covariance = self._ref_cov + A @ rel_cov @ A.T
-
-    @property
-    def _ref_cov(self) -> np.ndarray:
-        return getattr(self, "_ref_covariance", np.zeros((6, 6)))
+        self.covariance = self._ref_covariance + A @ rel_cov @ A.T
 
     def _update_metric(self, kp, ids, points, corr) -> Result:
         ref = self._ref
@@ -352,19 +350,6 @@ class VisualOdometry:
         if len(corr) < max(self.min_inliers, 8):
             return self._fail(kp, ids, nan_pts, len(corr))
         p0, p1 = ref.keypoints[corr[:, 0]], kp[corr[:, 1]]
-        parallax = float(np.median(np.linalg.norm(p1 - p0, axis=1)))
-        if parallax < self.min_parallax_px:  # hold the keyframe, chain this frame's points to it
-            chain = np.full(len(kp), -1, dtype=np.int64)
-            chain[corr[:, 1]] = corr[:, 0]
-            self._chain = chain
-            self._lost = False
-            self.stats["tracked"] += 1
-            prev_pose = self.pose.copy()
-            self.pose = ref.pose.copy()
-            return Result(
-                self.pose.copy(), np.linalg.inv(prev_pose) @ self.pose, ok=True, matches=len(corr),
-                inliers=len(corr), covariance=self.covariance.copy(),
-            )  # fmt: skip
         E, mask = verify(p0, p1, method="essential", threshold=self.ransac_px, K=self.K)
         if E is None or mask.sum() < self.min_inliers:
             return self._fail(kp, ids, nan_pts, len(corr), int(mask.sum()))
@@ -372,6 +357,22 @@ class VisualOdometry:
         inl = np.flatnonzero(mask)[pose_mask.ravel() > 0]
         if n_good < self.min_inliers:
             return self._fail(kp, ids, nan_pts, len(corr), int(n_good))
+        # parallax after removing the rotation (infinite homography K R K^-1): pure rotation gives
+        # no baseline, so a keyframe needs translation-induced displacement, not just any motion
+        H_inf = self.K @ R @ np.linalg.inv(self.K)
+        parallax = float(np.median(np.linalg.norm(p1[inl] - warp_points(p0[inl], H_inf), axis=1)))
+        if parallax < self.min_parallax_px:  # hold the keyframe's position, follow the rotation
+            chain = np.full(len(kp), -1, dtype=np.int64)
+            chain[corr[:, 1]] = corr[:, 0]
+            self._chain = chain
+            self._lost = False
+            self.stats["tracked"] += 1
+            prev_pose = self.pose.copy()
+            self.pose = ref.pose @ _to_T(R.T, np.zeros(3))
+            return Result(
+                self.pose.copy(), np.linalg.inv(prev_pose) @ self.pose, ok=True, matches=len(corr),
+                inliers=len(inl), covariance=self.covariance.copy(),
+            )  # fmt: skip
         t = t.ravel()
         # triangulate in the keyframe's camera with unit baseline, then fix the scale from the
         # previous step's points seen again (median depth ratio)
@@ -382,7 +383,8 @@ class VisualOdometry:
         front = (X[:, 2] > 0) & ((X @ R.T + t)[:, 2] > 0)
         prev_z = ref.points[corr[inl, 0], 2]
         both = front & np.isfinite(prev_z) & (prev_z > 0)
-        scale = float(np.median(prev_z[both] / X[both, 2])) if both.sum() >= 5 else self._last_scale()
+        # without 5 points seen again (first pair, after a loss) keep the last step length
+        scale = float(np.median(prev_z[both] / X[both, 2])) if both.sum() >= 5 else self._scale
         t, X = t * scale, X * scale
         T_cur_ref = _to_T(R, t)
         cam = X @ R.T + t
@@ -406,10 +408,6 @@ class VisualOdometry:
             inliers=len(inl), residual_px=float(np.sqrt(np.mean(np.sum(res**2, 1)))) if len(res) else float("nan"),
             covariance=self.covariance.copy(), relative_covariance=rel_cov_ref,
         )  # fmt: skip
-
-    def _last_scale(self) -> float:
-        """Step length when no scale can be chained (first pair, or after a loss): the last one, or 1."""
-        return getattr(self, "_scale", 1.0)
 
 
 def orb_features(image: np.ndarray, max_keypoints: int = 1000) -> dict[str, np.ndarray]:
