@@ -28,7 +28,7 @@ def make_extractor(
 
     onnxruntime keyword arguments: ``providers`` (e.g. ``["tensorrt", "cuda", "cpu"]``),
     ``cache`` (folder for exported graphs and TensorRT engines), ``dynamic``, ``num_threads``,
-    ``fp16`` (TensorRT), ``opset``.
+    ``fp16`` (TensorRT), ``opset``, ``spin`` (let ORT threads busy-wait between runs).
     """
     name = ALIASES.get(str(backend).lower(), str(backend).lower())
     if name == "torch":

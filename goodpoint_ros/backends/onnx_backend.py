@@ -134,6 +134,7 @@ class OnnxExtractor:
         num_threads: int = 0,
         fp16: bool = True,
         opset: int = MAX_OPSET,
+        spin: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -148,6 +149,9 @@ class OnnxExtractor:
         self.opset = opset
         self.options = ort.SessionOptions()
         self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs by default: on a robot's few cores the spinning threads
+        # would steal the CPU that the rest of the ROS graph (and torch) need.
+        self.options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if num_threads > 0:
             self.options.intra_op_num_threads = num_threads
             self.options.inter_op_num_threads = 1
