@@ -1,5 +1,7 @@
 """sensor_msgs <-> numpy without cv_bridge: Image, CompressedImage and the output PointCloud2s.
 
+The decoders only read attributes, so they accept rclpy messages and rosbags messages alike
+(``goodpoint-bag`` uses them without rclpy); the builders import sensor_msgs when called.
 Images are parsed with ``np.frombuffer`` after checking encoding, step and size, so a malformed
 message raises one ``ImageDecodeError`` with the reason instead of garbage or a crash. Message
 data is filled from bytes in one copy (``array.array``), never element by element.
@@ -12,7 +14,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 
 from goodpoint_ros.ros.layout import (
     build_cloud,
@@ -70,7 +71,14 @@ _BAYER_TO_RGB = {
 }
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
+def _buffer(data: Any) -> np.ndarray:
+    """Message bytes as a uint8 array without a copy (array.array, bytes or numpy)."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data if isinstance(data, bytes | bytearray) else memoryview(data).cast("B"), np.uint8)
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
     """An Image as HxW or HxWxC array in its own encoding (no colour conversion, zero copy)."""
     enc = msg.encoding
     if enc not in ENCODINGS:
@@ -85,7 +93,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     size = len(msg.data)
     if size != step * h:
         raise ImageDecodeError(f"data holds {size} bytes but step*height = {step * h}")
-    buf = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, bytes) else msg.data, np.uint8)
+    buf = _buffer(msg.data)
     rows = buf.reshape(h, step)[:, :row]
     dt = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
     out = rows.view(dt).reshape((h, w, channels) if channels > 1 else (h, w))
@@ -94,13 +102,13 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     return out
 
 
-def compressed_to_numpy(msg: CompressedImage) -> np.ndarray:
+def compressed_to_numpy(msg: Any) -> np.ndarray:
     """A CompressedImage (jpeg/png, incl. image_transport's ``"<enc>; <codec> compressed"``) as
     RGB or gray numpy; 16-bit PNGs stay 16-bit."""
     if len(msg.data) == 0:
         raise ImageDecodeError("empty compressed image")
     fmt = msg.format.lower()
-    buf = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, bytes) else msg.data, np.uint8)
+    buf = _buffer(msg.data)
     if "compresseddepth" in fmt:  # compressed_depth_image_transport: 12-byte config header, then PNG
         buf = buf[12:]
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -132,14 +140,14 @@ def to_model_input(image: np.ndarray, encoding: str) -> np.ndarray:
     return image
 
 
-def decode_image(msg: Image | CompressedImage) -> np.ndarray:
-    """Any image message -> model input (RGB or gray), or ``ImageDecodeError``."""
-    if isinstance(msg, CompressedImage):
+def decode_image(msg: Any) -> np.ndarray:
+    """Any Image or CompressedImage message -> model input (RGB or gray), or ``ImageDecodeError``."""
+    if hasattr(msg, "format"):  # CompressedImage (rclpy or rosbags)
         return compressed_to_numpy(msg)
     return to_model_input(image_to_numpy(msg), msg.encoding)
 
 
-def depth_to_meters(msg: Image) -> np.ndarray:
+def depth_to_meters(msg: Any) -> np.ndarray:
     """A depth Image (16UC1 in mm, or 32FC1 in m) as float32 metres, NaN where unknown."""
     depth = image_to_numpy(msg)
     if msg.encoding in ("16UC1", "mono16"):
@@ -151,8 +159,10 @@ def depth_to_meters(msg: Image) -> np.ndarray:
     raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
 
 
-def numpy_to_image(image: np.ndarray, encoding: str, header: Any = None) -> Image:
-    """HxW / HxWxC array -> Image (data filled in one copy)."""
+def numpy_to_image(image: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """HxW / HxWxC array -> sensor_msgs Image (data filled in one copy)."""
+    from sensor_msgs.msg import Image
+
     if encoding not in ENCODINGS:
         raise ValueError(f"unsupported encoding '{encoding}'")
     dtype, channels = ENCODINGS[encoding]
@@ -170,8 +180,10 @@ def numpy_to_image(image: np.ndarray, encoding: str, header: Any = None) -> Imag
     return msg
 
 
-def numpy_to_compressed(image: np.ndarray, fmt: str = "jpeg", header: Any = None, rgb: bool = True) -> CompressedImage:
-    """RGB (or gray) array -> CompressedImage in ``fmt`` (jpeg or png)."""
+def numpy_to_compressed(image: np.ndarray, fmt: str = "jpeg", header: Any = None, rgb: bool = True) -> Any:
+    """RGB (or gray) array -> sensor_msgs CompressedImage in ``fmt`` (jpeg or png)."""
+    from sensor_msgs.msg import CompressedImage
+
     if rgb and image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode("." + ("jpg" if fmt == "jpeg" else fmt), image)
@@ -189,8 +201,10 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = "jpeg", header: Any = None
 
 def keypoints_to_cloud(
     feats: dict[str, np.ndarray], header: Any, track_ids: np.ndarray | None = None, depth: np.ndarray | None = None
-) -> PointCloud2:
+) -> Any:
     """Numpy features (``features.to_numpy``) -> ``~/keypoints`` PointCloud2 (layout in ``layout``)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
     rec = keypoints_array(
         feats["keypoints"], feats["scores"], feats["descriptors"], feats.get("detector"), track_ids, depth
     )
@@ -205,7 +219,9 @@ def matches_to_cloud(
     inliers: np.ndarray,
     prev_stamp: tuple[int, int],
     header: Any,
-) -> PointCloud2:
+) -> Any:
     """Frame-to-frame matches -> ``~/matches`` PointCloud2; ``prev_stamp`` = (sec, nanosec)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
     rec = matches_array(matches, kpts0, kpts1, distances, inliers, prev_stamp)
     return build_cloud(rec, header, PointCloud2, PointField)

@@ -68,6 +68,7 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
     matches_to_cloud,
     numpy_to_image,
 )
+from goodpoint_ros.ros.frames import match_frames  # noqa: E402
 from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
 from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
@@ -385,21 +386,20 @@ class ExtractorNode(Node):
         self.latencies.append(time.monotonic() - t_recv)
 
     def _match(self, f0: dict, f1: dict, k0: np.ndarray, k1: np.ndarray, p: dict, method: str | None = None):
-        from goodpoint_ros.geometry import verify
-        from goodpoint_ros.matching import match_features
-
-        ratio = float(p["match_ratio"])
-        maxd = float(p["match_max_distance"])
-        m, d = match_features(f0, f1, ratio=ratio if ratio < 1.0 else None, max_distance=maxd if maxd > 0 else None)
-        m = m.cpu().numpy().astype(np.int64)
-        d = d.float().cpu().numpy()
         method = method or p["verification_method"]
-        if method == "none" or (method == "essential" and self.K is None):
-            if method == "essential":
-                self._warn("noK", "essential-matrix verification needs camera_info; publishing unverified matches")
-            return m, d, np.ones(len(m), bool)
-        _, inl = verify(k0[m[:, 0]], k1[m[:, 1]], method, float(p["verification_threshold"]), K=self.K)
-        return m, d, inl
+        if method == "essential" and self.K is None:
+            self._warn("noK", "essential-matrix verification needs camera_info; publishing unverified matches")
+        return match_frames(
+            f0,
+            f1,
+            k0,
+            k1,
+            float(p["match_ratio"]),
+            float(p["match_max_distance"]),
+            method,
+            float(p["verification_threshold"]),
+            self.K,
+        )
 
     # --- diagnostics ------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
