@@ -1,0 +1,292 @@
+"""Extraction and matching speed, our models vs OpenCV, in one run on the same real photos.
+
+    .venv/bin/python bench/extract.py [--sizes 320x240 640x480] [--repeat 3] [--backends torch,onnxruntime]
+
+- Per image size, per method: median wall time per image (numpy uint8 in, features on the host
+  out) over ``--images`` x ``--repeat`` runs after one warm-up, and the ratio to ORB and to SIFT.
+  Our models run eager fp32, channels_last, with random weights unless trained ones ship (the
+  detection threshold is then 0 so every method fills the same budget, ``--max-keypoints``).
+- Torch backend: per-stage breakdown of the same runs: input preparation (``prepare_image`` +
+  padding), network (``model(batch)``) and post-processing (``model.detect``: NMS, borders,
+  top-k, descriptor sampling) + host copy. Other backends (``make_extractor``) report the total only;
+  a backend that ``make_extractor`` rejects is skipped with a note.
+- Matching: the same MD-Net descriptors (``--match-keypoints`` per image, N = 2 detector sets)
+  matched with full mutual nearest neighbours (``match_mnn``), per-set MNN (``match_per_set``) and
+  ``cv2.BFMatcher(NORM_L2, crossCheck=True)``; plus ORB's binary descriptors with Hamming
+  cross-check for reference.
+
+This machine is shared (other jobs use the same cores): numbers are noisy, the load average at
+start and end is printed. Compare ratios within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ when run from a checkout
+
+from goodpoint_ros.backends import make_extractor  # noqa: E402
+from goodpoint_ros.checkpoint import shipped_weights  # noqa: E402
+from goodpoint_ros.features import pad_to_multiple, prepare_image, to_numpy  # noqa: E402
+from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.matching import match_mnn, match_per_set  # noqa: E402
+from training.opencv_features import OpenCVFeatures  # noqa: E402
+
+MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
+CLASSICAL = ("orb", "akaze", "sift")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT") from None
+    if w < 32 or h < 32:
+        raise argparse.ArgumentTypeError(f"size '{text}' is too small (at least 32x32)")
+    return w, h
+
+
+def _median_ms(values: list[float]) -> float:
+    return float(np.median(values)) * 1e3
+
+
+def backend_kwargs(backend: str, threads: int) -> dict:
+    """Eager fp32 on CPU for torch (channels_last); onnxruntime gets the same thread count."""
+    if backend == "torch":
+        return {"fp16": False, "channels_last": True}
+    if backend in ("onnxruntime", "onnx", "ort"):
+        return {"fp16": False, "num_threads": threads}
+    return {}
+
+
+def load_model_extractor(name: str, backend: str, threads: int, budget: int):
+    """Extractor with the shipped weights if any (else random, threshold 0); None + reason if rejected."""
+    trained = shipped_weights(name).is_file()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ex = make_extractor(
+                backend, name, "default" if trained else "random", "cpu", **backend_kwargs(backend, threads)
+            )
+        ex.set_detection(max_keypoints=budget, **({} if trained else {"detection_threshold": 0.0}))
+    except (ValueError, RuntimeError, ImportError, TypeError) as exc:
+        return None, f"{exc}"
+    return ex, "trained" if trained else "random weights"
+
+
+@torch.inference_mode()
+def time_torch_stages(ex, image: np.ndarray) -> dict[str, float]:
+    """One extraction split into stages (seconds); same calls as ``extract_batch`` (one scale)."""
+    model = ex.model
+    t0 = time.perf_counter()
+    x = prepare_image(image, model.in_channels, ex.device)
+    batch, sizes = pad_to_multiple([x], model.pad_to)
+    t1 = time.perf_counter()
+    dense = model(batch)
+    t2 = time.perf_counter()
+    feats = to_numpy(model.detect(dense, sizes)[0])
+    t3 = time.perf_counter()
+    return {"total": t3 - t0, "prepare": t1 - t0, "network": t2 - t1, "post": t3 - t2, "kpts": len(feats["keypoints"])}
+
+
+def time_total(fn, image: np.ndarray) -> dict[str, float]:
+    t0 = time.perf_counter()
+    out = fn(image)
+    n = len(out[0]) if isinstance(out, tuple) else len(out["keypoints"])
+    return {"total": time.perf_counter() - t0, "kpts": n}
+
+
+def bench_extraction(args, images: list[np.ndarray], size: tuple[int, int], notes: list[str]) -> list[dict]:
+    ims = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images]
+    rows = []
+    for name in args.classical:
+        ocv = OpenCVFeatures(name, args.max_keypoints)
+        rows.append(run_method(name, lambda im, o=ocv: o.detect_and_compute(im), ims, args.repeat, staged=False))
+    for backend in args.backends:
+        for name in args.models:
+            ex, why = load_model_extractor(name, backend, args.threads, args.max_keypoints)
+            if ex is None:
+                notes.append(f"skipped {name} [{backend}]: {why}")
+                continue
+            staged = backend == "torch" and len(ex.model.pyramid_scales(*size[::-1])) == 1
+            fn = (lambda im, e=ex: time_torch_stages(e, im)) if staged else ex.extract_numpy
+            row = run_method(f"{name} [{backend}]", fn, ims, args.repeat, staged)
+            row["weights"] = why
+            rows.append(row)
+    ref = {r["method"]: r["total_ms"] for r in rows}
+    for r in rows:
+        r["x_orb"] = r["total_ms"] / ref["orb"] if "orb" in ref else float("nan")
+        r["x_sift"] = r["total_ms"] / ref["sift"] if "sift" in ref else float("nan")
+    return rows
+
+
+def run_method(label: str, fn, ims: list[np.ndarray], repeat: int, staged: bool) -> dict:
+    fn(ims[0])  # warm-up: allocations, first-call kernels, ONNX export
+    runs = []
+    for _ in range(repeat):
+        for im in ims:
+            runs.append(fn(im) if staged else time_total(fn, im))
+    row = {
+        "method": label,
+        "kpts": float(np.mean([r["kpts"] for r in runs])),
+        "total_ms": _median_ms([r["total"] for r in runs]),
+    }
+    if staged:
+        for k in ("prepare", "network", "post"):
+            row[f"{k}_ms"] = _median_ms([r[k] for r in runs])
+    return row
+
+
+def bench_matching(args, images: list[np.ndarray]) -> list[dict]:
+    """Full vs per-set MNN vs OpenCV brute force on the same MD-Net descriptors."""
+    ex, why = load_model_extractor("mdnet", "torch", args.threads, args.match_keypoints)
+    if ex is None:
+        raise RuntimeError(f"mdnet: {why}")
+    size = args.sizes[-1]
+    ims = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images[:2]]
+    f0, f1 = (ex.extract(im) for im in ims)
+    d0, d1 = f0["descriptors"].contiguous(), f1["descriptors"].contiguous()
+    n0, n1 = d0.numpy(), d1.numpy()
+    bf = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    cases = {
+        "full MNN (match_mnn)": lambda: match_mnn(d0, d1),
+        "per-set MNN, N=2 (match_per_set)": lambda: match_per_set(d0, f0["detector"], d1, f1["detector"], num_sets=2),
+        "cv2.BFMatcher L2 crossCheck": lambda: bf.match(n0, n1),
+    }
+    orb = OpenCVFeatures("orb", args.match_keypoints)
+    (_, b0), (_, b1) = (orb.detect_and_compute(im) for im in ims)
+    bfh = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    rows = []
+    for label, fn in cases.items():
+        rows.append(_time_matcher(label, fn, args.match_repeat, f"{len(d0)}x{len(d1)}x{d0.shape[1]} float"))
+    rows.append(_time_matcher("cv2.BFMatcher Hamming crossCheck (ORB)", lambda: bfh.match(b0, b1), args.match_repeat,
+                              f"{len(b0)}x{len(b1)}x{b0.shape[1] * 8} bit"))  # fmt: skip
+    full = rows[0]["ms"]
+    for r in rows:
+        r["x_full"] = r["ms"] / full
+    return rows
+
+
+def _time_matcher(label: str, fn, repeat: int, what: str) -> dict:
+    out = fn()  # warm-up
+    n = len(out[0]) if isinstance(out, tuple) and isinstance(out[0], torch.Tensor) else len(out)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"matcher": label, "descriptors": what, "matches": n, "ms": _median_ms(times)}
+
+
+def _f(v: float, d: int = 1) -> str:
+    return "-" if v is None or v != v else f"{v:.{d}f}"
+
+
+def render(report: dict) -> str:
+    lines = [
+        f"CPU: {report['cpu']}, torch {report['torch']} ({report['threads']} threads), OpenCV {report['opencv']}; "
+        f"load average {report['load_start']:.1f} at start, {report['load_end']:.1f} at end (shared machine: noisy).",
+        f"Budget {report['max_keypoints']} keypoints; median of {report['runs']} runs per method and size; "
+        "our models eager fp32, channels_last.",
+        "",
+    ]
+    for size, rows in report["extraction"].items():
+        lines += [
+            f"### Extraction {size}",
+            "",
+            "| method | weights | kpts | ms/image | x ORB | x SIFT | prepare ms | network ms | post ms |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['method']} | {r.get('weights', 'OpenCV')} | {r['kpts']:.0f} | {_f(r['total_ms'])} | "
+                f"{_f(r['x_orb'])} | {_f(r['x_sift'], 2)} | {_f(r.get('prepare_ms'))} | {_f(r.get('network_ms'))} | "
+                f"{_f(r.get('post_ms'))} |"
+            )
+        lines.append("")
+    if report.get("matching"):
+        lines += ["### Matching", "", "| matcher | descriptors | matches | ms | x full MNN |", "|---|---|---|---|---|"]
+        for r in report["matching"]:
+            lines.append(
+                f"| {r['matcher']} | {r['descriptors']} | {r['matches']} | {_f(r['ms'], 2)} | {_f(r['x_full'], 2)} |"
+            )
+        lines.append("")
+    lines += [f"Note: {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Extraction and matching speed: our models vs OpenCV.")
+    p.add_argument("--sizes", nargs="+", type=_size, default=[(320, 240), (640, 480)], help="WIDTHxHEIGHT ...")
+    p.add_argument("--repeat", type=int, default=2, help="timed passes over the images (after one warm-up)")
+    p.add_argument("--images", nargs="+", default=["astronaut", "coffee"], help="scikit-image photos")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--classical", nargs="*", default=list(CLASSICAL), choices=CLASSICAL)
+    p.add_argument(
+        "--backends", default="torch", help="comma-separated make_extractor backends, e.g. torch,onnxruntime"
+    )
+    p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget of every method")
+    p.add_argument("--match-keypoints", type=int, default=2000, help="keypoints per image for the matching bench")
+    p.add_argument("--match-repeat", type=int, default=10, help="timed repetitions of each matcher")
+    p.add_argument("--no-matching", action="store_true", help="skip the matching bench")
+    p.add_argument("--threads", type=int, default=2, help="torch / OpenCV / onnxruntime threads")
+    p.add_argument("--output", help="also write the table (.md) and the numbers (.json next to it)")
+    args = p.parse_args(argv)
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.repeat < 1 or args.max_keypoints < 1 or args.match_keypoints < 2:
+        p.error("--repeat, --max-keypoints must be >= 1 and --match-keypoints >= 2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    try:
+        images = [sample_photo(n) for n in args.images]
+    except Exception as exc:  # noqa: BLE001 - one clear line for any unreadable photo name
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    notes: list[str] = []
+    report = {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "threads": args.threads,
+        "max_keypoints": args.max_keypoints,
+        "runs": args.repeat * len(images),
+        "load_start": os.getloadavg()[0],
+        "extraction": {},
+        "notes": notes,
+    }
+    for size in args.sizes:
+        key = f"{size[0]}x{size[1]}"
+        print(f"extraction {key} ...", file=sys.stderr, flush=True)
+        report["extraction"][key] = bench_extraction(args, images, size, notes)
+    if not args.no_matching:
+        print("matching ...", file=sys.stderr, flush=True)
+        report["matching"] = bench_matching(args, images)
+    report["load_end"] = os.getloadavg()[0]
+    text = render(report)
+    print(text, end="")
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
