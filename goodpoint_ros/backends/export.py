@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.x) parse up to opset 17; GridSample needs >= 16
 MIN_OPSET = 16
+TENSORRT_MAX_TOPK = 3840  # TensorRT 8.x ITopKLayer: K <= 3840
 HEATMAP_TOL = 1e-4
 DESCRIPTOR_TOL = 1e-3
 KEYPOINT_AGREEMENT = 0.99  # at most 1% of keypoints may differ for reasons other than tied scores
@@ -54,6 +55,9 @@ def export_onnx(
         height, width = (-(-v // m) * m for v in (height, width))
     if min(height, width) < 16:
         raise ValueError(f"input size {height}x{width} is too small to export")
+    if graph.k > TENSORRT_MAX_TOPK:
+        log.warning("K=%d per detector exceeds TensorRT 8's TopK limit (%d): fine for onnxruntime, not for trtexec",
+                    graph.k, TENSORRT_MAX_TOPK)  # fmt: skip
     dummy = torch.rand(1, model.in_channels, height, width)
     axes = None
     if dynamic:
