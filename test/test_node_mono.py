@@ -28,7 +28,7 @@ from goodpoint_ros.geometry import warp_points  # noqa: E402
 from goodpoint_ros.images import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence, frame_to_frame  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe  # noqa: E402
+from goodpoint_ros.ros.probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
 DOMAIN = 61
 N_FRAMES = 50
@@ -49,17 +49,11 @@ def weights(tmp_path_factory):
     mutual matches between near-identical frames); a fixed seed keeps this pipeline test
     deterministic. It checks the node's geometry and bookkeeping, not the model's quality.
     """
-    import torch
-
-    from goodpoint_ros.checkpoint import save_weights, shipped_weights
-    from goodpoint_ros.models import build_model
+    from goodpoint_ros.checkpoint import shipped_weights
 
     if shipped_weights("goodpoint_small").is_file():
         return "default"
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "goodpoint_small_seed0.pt"
-    save_weights(build_model("goodpoint_small"), path)
-    return str(path)
+    return seeded_weights(tmp_path_factory.mktemp("weights") / "goodpoint_small_seed0.pt")
 
 
 @pytest.fixture(scope="module")
@@ -242,10 +236,51 @@ def test_params_file_lists_every_parameter():
         assert type(values[name]) is type(default) and values[name] == default, name
 
 
-def test_big_best_effort_frames_arrive_and_slow_model_drops_with_bounded_latency():
-    """640x480 rgb8 best effort at 30 Hz (900 KB samples, above Fast DDS's default 512 KB shared
-    memory segment) reaches the node without loss under the shipped profile; the full-size model
-    cannot keep up on this CPU, so frames are dropped and counted, and latency stays bounded."""
+LISTENER = """
+import sys, time, rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+rclpy.init()
+n = rclpy.create_node("listener")
+got = []
+n.create_subscription(Image, "/big/image", lambda m: got.append(len(m.data)), qos_profile_sensor_data)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    rclpy.spin_once(n, timeout_sec=0.05)
+print(len(got), flush=True)
+"""
+
+
+def test_640x480_rgb8_best_effort_arrives_without_loss_under_the_shipped_profile():
+    """900 KB samples are above Fast DDS's default 512 KB shared-memory segment: without the
+    shipped profile most are lost between processes (measured here: 33/60); with it, none."""
+    import os
+    import subprocess
+    import sys
+
+    domain = DOMAIN + 2
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    listener = subprocess.Popen([sys.executable, "-c", LISTENER, "12"], env=env, stdout=subprocess.PIPE, text=True)
+    probe = Probe(domain)
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        pub = probe.publisher("/big/image", best_effort=True)
+        probe.wait_subscribed(pub)
+        probe.spin(0.5)
+        photo = cv2.resize(sample_photo("coffee"), (640, 480), interpolation=cv2.INTER_AREA)
+        _publish_sequence(probe, pub, [np.roll(photo, 2 * i, axis=1) for i in range(60)], rate=30.0)
+        out, _ = listener.communicate(timeout=30)
+        assert int(out.split()[-1]) == 60, out
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+        probe.close()
+
+
+def test_slow_model_drops_frames_counts_them_and_keeps_latency_bounded():
+    """The full-size model cannot keep up with 640x480 at 30 Hz on this CPU: the keep-latest slot
+    drops frames (counted), never builds a queue, so latency stays within a few extractions."""
     domain = DOMAIN + 1
     node = NodeProcess(
         domain,
@@ -262,14 +297,19 @@ def test_big_best_effort_frames_arrive_and_slow_model_drops_with_bounded_latency
         n = 60
         frames = [np.roll(photo, 2 * i, axis=1) for i in range(n)]
         _publish_sequence(probe, pub, frames, rate=30.0, stamp_base=9_000)
-        n_diag = len(probe.diagnostics)
-        assert probe.spin_until(lambda: len(probe.diagnostics) > n_diag + 1, 10)
-        probe.spin(1.0)
+
+        def drained():  # the last frame in the slot has been processed
+            d = probe.diagnostics[-1]
+            return int(d["processed"]) + int(d["dropped"]) == int(d["received"]) and int(d["processed"]) >= 2
+
+        assert probe.spin_until(drained, 30), probe.diagnostics[-1]
+        probe.spin(0.5)
         d = probe.diagnostics[-1]
         received, processed, dropped = (int(d[k]) for k in ("received", "processed", "dropped"))
-        print(d)
-        assert received == n, f"best-effort 640x480 frames lost in transport: {received}/{n}"
-        assert processed + dropped == n and dropped > 0 and processed >= 2
+        # best effort under a CPU saturated by the model itself: a few frames may be lost from the
+        # reader's 5-deep sensor_data history before the executor runs; those never reach the slot
+        assert received >= 0.8 * n, d
+        assert processed + dropped == received and dropped > 0 and processed >= 2
         extract_ms = float(d["extract_p50_ms"])
         # keep-latest: a frame waits at most one extraction before its own, never a queue
         assert float(d["latency_p95_ms"]) < 3.0 * extract_ms + 150.0, d

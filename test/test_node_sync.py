@@ -62,7 +62,7 @@ import cv2  # noqa: E402
 from goodpoint_ros.images import sample_pair, sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.layout import read_keypoints, read_matches  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe  # noqa: E402
+from goodpoint_ros.ros.probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
 DOMAIN = 63
 
@@ -73,13 +73,20 @@ def _spin_until_processed(probe, count, timeout=20):
     return ok
 
 
-def test_stereo_node_pairs_left_right_and_matches_across():
+def test_stereo_node_pairs_left_right_and_matches_across(tmp_path):
     left, right = (cv2.resize(im, (160, 120), interpolation=cv2.INTER_AREA) for im in sample_pair())
     from sensor_msgs.msg import PointCloud2
 
     node = NodeProcess(
         DOMAIN,
-        {"model": "goodpoint_small", "weights": "random", "device": "cpu", "input_mode": "stereo", "qos": "reliable"},
+        {
+            "model": "goodpoint_small",
+            "weights": seeded_weights(tmp_path / "w.pt"),
+            "device": "cpu",
+            "input_mode": "stereo",
+            "qos": "reliable",
+            "match_ratio": 1.0,  # plain mutual nearest neighbours: random weights fail most ratio tests
+        },
         {"left/image": "/stereo/left/image", "right/image": "/stereo/right/image"},
     )
     probe = Probe(DOMAIN)

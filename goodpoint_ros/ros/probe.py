@@ -26,6 +26,22 @@ from sensor_msgs.msg import Image, PointCloud2
 from goodpoint_ros.ros.layout import read_keypoints, read_matches
 
 
+def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int = 0) -> str:
+    """A checkpoint of ``model`` with random weights from a fixed seed (deterministic tests/benches).
+
+    Random-weight descriptor quality varies a lot with the seed; a fixed seed keeps node tests
+    that check geometry and bookkeeping (not model quality) reproducible.
+    """
+    import torch
+
+    from goodpoint_ros.checkpoint import save_weights
+    from goodpoint_ros.models import build_model
+
+    torch.manual_seed(seed)
+    save_weights(build_model(model), path)
+    return str(path)
+
+
 def extractor_command() -> list[str]:
     exe = Path(sys.executable).with_name("extractor")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.ros.extractor_node"]
