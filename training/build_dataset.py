@@ -191,6 +191,17 @@ def collect_skimage() -> list[Candidate]:
     ]
 
 
+def collect_folder(folder: Path) -> list[Candidate]:
+    """Photos of a local folder (recursively), e.g. a robot's own recordings."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder")
+    return [
+        Candidate(f"folder:{folder.name}", "/" + str(f.relative_to(folder)), f.read_bytes())
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.suffix.lower() in IMAGE_EXT
+    ]
+
+
 # ----------------------------------------------------------------------------- filtering
 
 
@@ -271,8 +282,12 @@ def build(args: argparse.Namespace) -> dict:
         got = collect_skimage()
         print(f"scikit-image: {len(got)} candidate files")
         candidates += got
+    for folder in args.folders:
+        got = collect_folder(Path(folder))
+        print(f"{folder}: {len(got)} candidate files")
+        candidates += got
     if not candidates:
-        raise DatasetError("no images found (no package could be downloaded or found installed)")
+        raise DatasetError("no images found (no package could be downloaded or found installed, no folder given)")
 
     # Wallpaper folders ship one picture at many resolutions: keep the largest file per folder.
     best: dict[str, Candidate] = {}
@@ -323,7 +338,10 @@ def build(args: argparse.Namespace) -> dict:
     for i, (c, _, _) in enumerate(kept):
         groups.setdefault(group_key(c), []).append(i)
     order = sorted(groups, key=lambda k: hashlib.sha1(f"{args.seed}:{k}".encode()).hexdigest())
-    target = max(args.min_heldout, round(args.heldout * len(kept)))
+    if not kept:
+        raise DatasetError(f"no image passed the filters (dropped: {drops})")
+    # At least --min-heldout images held out, but never more than half: training keeps the rest.
+    target = min(max(args.min_heldout, round(args.heldout * len(kept))), len(kept) // 2)
     heldout: set[int] = set()
     for k in order:
         if len(heldout) >= target:
@@ -375,6 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", default="data/deb_cache", help="where .deb files are downloaded and unpacked")
     p.add_argument("--packages", nargs="*", default=list(PACKAGES), help="Debian packages to read photos from")
     p.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's bundled photos")
+    p.add_argument("--folders", nargs="*", default=[], help="extra local folders of photos (searched recursively)")
     p.add_argument("--min-side", type=int, default=240, help="drop images whose shorter side is smaller")
     p.add_argument("--max-side", type=int, default=640, help="downscale so the longer side is at most this")
     p.add_argument("--min-levels", type=int, default=48, help="drop images with fewer distinct grey levels")
