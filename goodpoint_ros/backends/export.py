@@ -106,12 +106,14 @@ def keypoint_keys(detector: np.ndarray, keypoints: np.ndarray) -> list[tuple[int
     return list(zip(detector.astype(np.int64).tolist(), xy[:, 0].tolist(), xy[:, 1].tolist()))
 
 
-def compare_keypoints(ref: dict, other: dict) -> tuple[float, int]:
+def compare_keypoints(ref: dict, other: dict, heat: np.ndarray | None = None, radius: int = 0) -> tuple[float, int]:
     """(Jaccard agreement of the (detector, x, y) sets, mismatches NOT explained by ties).
 
     ``ref``/``other``: numpy ``keypoints`` Kx2, ``scores`` K, ``detector`` K. A point only one side
-    kept is explained when its score ties (within float noise) with the last score that side kept
-    for its detector: top-k and NMS may order exactly tied scores differently.
+    kept is explained by a tie, which float noise (~1e-7) may break either way: its score ties
+    with the last score that side kept for its detector (top-k order), or, given the reference
+    heatmap ``heat`` (NxHxW) and the NMS ``radius``, another pixel of its NMS window ties with it
+    (plateaus of untrained or barely trained heatmaps).
     """
     keys = [keypoint_keys(f["detector"], f["keypoints"]) for f in (ref, other)]
     sets = [set(k) for k in keys]
@@ -119,11 +121,28 @@ def compare_keypoints(ref: dict, other: dict) -> tuple[float, int]:
     unexplained = 0
     for f, k, other_set in ((ref, keys[0], sets[1]), (other, keys[1], sets[0])):
         only = np.array([key not in other_set for key in k], dtype=bool)
+        cut = np.zeros(len(k), dtype=np.float32)
         for d in np.unique(f["detector"]):
             sel = f["detector"] == d
-            cut = f["scores"][sel].min()
-            unexplained += int((only[sel] & (f["scores"][sel] > cut + TIE_TOL)).sum())
+            cut[sel] = f["scores"][sel].min()
+        tied = f["scores"] <= cut + TIE_TOL
+        if heat is not None and radius > 0 and only.any():
+            tied |= _nms_tie(heat, np.asarray(k, dtype=np.int64).reshape(-1, 3), radius)
+        unexplained += int((only & ~tied).sum())
     return agree, unexplained
+
+
+def _nms_tie(heat: np.ndarray, keys: np.ndarray, radius: int) -> np.ndarray:
+    """Per (detector, x, y): does another pixel of its NMS window score within TIE_TOL of it?"""
+    off = np.arange(-radius, radius + 1)
+    dy, dx = (v.ravel() for v in np.meshgrid(off, off, indexing="ij"))
+    d = keys[:, :1]
+    y = np.clip(keys[:, 2:3] + dy, 0, heat.shape[1] - 1)
+    x = np.clip(keys[:, 1:2] + dx, 0, heat.shape[2] - 1)
+    centre = heat[keys[:, 0], keys[:, 2], keys[:, 1]][:, None]
+    near = np.abs(heat[d, y, x] - centre) <= TIE_TOL
+    near &= (y != keys[:, 2:3]) | (x != keys[:, 1:2])
+    return near.any(1)
 
 
 def descriptor_diff(ref: dict, other: dict) -> float:
@@ -164,7 +183,8 @@ def check_parity(
     keep = out["valid"][0]
     onnx_feats = {k: out[k][0][keep] for k in ("keypoints", "scores", "detector", "descriptors")}
     ref = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in ref.items()}
-    agree, unexplained = compare_keypoints(ref, onnx_feats)
+    reference_heat = dense[heat_key][0].float().numpy()
+    agree, unexplained = compare_keypoints(ref, onnx_feats, reference_heat, model.conf["nms_radius"])
     desc_diff = descriptor_diff(ref, onnx_feats)
     keys_o = keypoint_keys(onnx_feats["detector"], onnx_feats["keypoints"])
     keys_r = keypoint_keys(ref["detector"], ref["keypoints"])
