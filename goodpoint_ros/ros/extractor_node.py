@@ -187,6 +187,7 @@ class ExtractorNode(Node):
         self.errors = 0
         self.latencies: deque[float] = deque(maxlen=200)
         self.extract_times: deque[float] = deque(maxlen=200)
+        self.overheads: deque[float] = deque(maxlen=200)  # per frame: in-node latency minus extraction
         self.in_rate, self.out_rate = RateCounter(), RateCounter()
         self._warned: dict[str, float] = {}
         self.K: np.ndarray | None = None
@@ -383,7 +384,9 @@ class ExtractorNode(Node):
         self.processed += 1
         self.out_rate.tick()
         self.extract_times.append(t_extract)
-        self.latencies.append(time.monotonic() - t_recv)
+        latency = time.monotonic() - t_recv
+        self.latencies.append(latency)
+        self.overheads.append(latency - t_extract)
 
     def _match(self, f0: dict, f1: dict, k0: np.ndarray, k1: np.ndarray, p: dict, method: str | None = None):
         method = method or p["verification_method"]
@@ -405,6 +408,7 @@ class ExtractorNode(Node):
     def stats(self) -> dict[str, float]:
         lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
         ext = np.asarray(self.extract_times, dtype=np.float64) * 1e3
+        ovh = np.asarray(self.overheads, dtype=np.float64) * 1e3
         return {
             "input_rate_hz": self.in_rate.rate(),
             "processed_rate_hz": self.out_rate.rate(),
@@ -417,6 +421,7 @@ class ExtractorNode(Node):
             "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else 0.0,
             "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else 0.0,
             "extract_p50_ms": float(np.percentile(ext, 50)) if len(ext) else 0.0,
+            "overhead_p50_ms": float(np.percentile(ovh, 50)) if len(ovh) else 0.0,
         }
 
     def _publish_diagnostics(self) -> None:
