@@ -188,12 +188,17 @@ def evaluate(args: argparse.Namespace) -> dict:
             f0, t0 = m.extract(p.image0)
             f1, t1 = m.extract(p.image1)
             times += [t0, t1]
+            extract_threads = torch.get_num_threads()
+            # Matching at --match-threads (default 1): on a loaded CPU every threaded torch op waits
+            # for a worker to be scheduled, which swamps the cost of small products (bench/extract.py).
+            torch.set_num_threads(args.match_threads)
             kw = {"thresholds": args.thresholds, "coverage_radius": args.coverage_radius, "epsilon": args.epsilon}
             shape0, shape1 = p.image0.shape[:2], p.image1.shape[:2]
             rows.append(evaluate_pair(f0, f1, p.H, shape0, shape1, per_set=False, valid1=p.valid1, **kw))
             multi = len(f0["detector"]) and max(int(f0["detector"].max()), int(f1["detector"].max(initial=0))) > 0
             if multi:
                 per_set_rows.append(evaluate_pair(f0, f1, p.H, shape0, shape1, per_set=True, valid1=p.valid1, **kw))
+            torch.set_num_threads(extract_threads)
         summ = summarize(rows)
         summ["extract_ms"] = float(np.median(times))
         label = m.spec
@@ -218,6 +223,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "epsilon": args.epsilon,
         "coverage_radius": args.coverage_radius,
         "torch_threads": torch.get_num_threads(),
+        "match_threads": args.match_threads,
         "methods": results,
     }
 
@@ -243,7 +249,8 @@ def markdown(report: dict, thresholds: list[float]) -> str:
     lines = [
         f"Source: {report['source']}, {report['num_pairs']} pairs, budget {report['max_keypoints']} keypoints, "
         f"max side {report['max_side']}, correct within {report['epsilon']:g} px, coverage r = "
-        f"{report['coverage_radius']:g} px, {report['torch_threads']} torch threads.",
+        f"{report['coverage_radius']:g} px, {report['torch_threads']} torch threads "
+        f"({report['match_threads']} while matching).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -300,10 +307,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="torch", help="inference backend of our models (make_extractor)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--match-threads", type=int, default=1, help="torch threads while matching (timed)")
     p.add_argument("--output-dir", default="out/eval", help="where results.json and results.md go")
     args = p.parse_args(argv)
-    if args.max_keypoints <= 0 or (args.pairs is not None and args.pairs <= 0):
-        p.error("--max-keypoints and --pairs must be positive")
+    if args.max_keypoints <= 0 or (args.pairs is not None and args.pairs <= 0) or args.match_threads <= 0:
+        p.error("--max-keypoints, --pairs and --match-threads must be positive")
     if args.epsilon not in args.thresholds:
         args.thresholds = sorted(set(args.thresholds) | {args.epsilon})
     return args
