@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rows.append(r)
                 print(f"{model:16s} {backend:12s} {r['size']:8s} median {r['ms_median']:7.1f} ms  min {r['ms_min']:7.1f} ms  "
-                      f"{r['fps']:5.1f} fps  ({r['keypoints']} kpts)", flush=True)  # fmt: skip
+                      f"{r['fps']:5.1f} fps  cpu {r['cpu_ms']:7.1f} ms/frame  ({r['keypoints']} kpts)", flush=True)  # fmt: skip
     if args.stage_size:
         w, h = (int(v) for v in args.stage_size.lower().split("x"))
         for model in models:

@@ -60,12 +60,17 @@ def time_backend(
     for _ in range(warmup):
         ex.extract_numpy(img)
     times = []
+    c0 = time.process_time()
     for _ in range(runs):
         t0 = time.perf_counter()
         feats = ex.extract_numpy(img)
         times.append(time.perf_counter() - t0)
+    # CPU seconds of this process per frame (all its threads): on a shared machine wall time
+    # includes waiting for the cores, this does not (a lower bound for an idle machine's latency
+    # x threads).
+    cpu_ms = (time.process_time() - c0) / runs * 1e3
     return {"backend": backend, "model": model, "size": f"{width}x{height}", "threads": threads,
-            "keypoints": len(feats["scores"]), **_stats(times)}  # fmt: skip
+            "keypoints": len(feats["scores"]), "cpu_ms": cpu_ms, **_stats(times)}  # fmt: skip
 
 
 @torch.inference_mode()
