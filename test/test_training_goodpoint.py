@@ -120,12 +120,17 @@ def test_short_run_on_real_photos_lowers_the_loss(tmp_path: Path, photos: Path):
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
     torch.manual_seed(0)
     before = fixed_loss(build_model("goodpoint_small").train(), batch)
-    result = train(small_conf(tmp_path, photos, steps=20), progress=False)
+    conf = merge(small_conf(tmp_path, photos, steps=20), {"eval": {"every": 10, "pairs": 2, "crop": 64}})
+    result = train(conf, progress=False)
     model = load_model("goodpoint_small", result["run_dir"] / "model.pt").train()
     after = fixed_loss(model, batch)
     assert after < before, (before, after)
     rows = list(csv.DictReader(open(result["run_dir"] / "log.csv")))
-    assert len(rows) == 20 and float(rows[-1]["train/lr"]) == pytest.approx(5e-4)
+    train_rows = [r for r in rows if r["train/loss"]]
+    assert len(train_rows) == 20 and float(train_rows[-1]["train/lr"]) == pytest.approx(5e-4)
+    val_rows = [r for r in rows if r.get("val/score")]
+    assert [int(r["step"]) for r in val_rows] == [10, 20] and 0 <= float(val_rows[-1]["val/repeatability"]) <= 1
+    assert load_model("goodpoint_small", result["run_dir"] / "best_model.pt") is not None
 
 
 def read_losses(run_dir: Path) -> dict[int, float]:
@@ -133,36 +138,54 @@ def read_losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
-def test_sigterm_then_resume_continues_exactly(tmp_path: Path, photos: Path):
-    steps = 24
-    common = [
-        f"data.root={photos}", "data.crop=64", "data.batch_size=2", "data.num_workers=0", "train.log_every=1",
-        "train.checkpoint_every=1000", "eval.every=0", f"train.steps={steps}", "train.threads=1",
+STEPS = 24
+
+
+def run_args(photos: Path, tmp: Path, name: str, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
+        "--no-progress", f"data.root={photos}", "data.crop=64", "data.batch_size=2", f"data.num_workers={workers}",
+        "train.log_every=1", "train.checkpoint_every=1000", "eval.every=0", f"train.steps={STEPS}",
+        "train.threads=1", f"name={name}", f"train.output_dir={tmp}",
     ]  # fmt: skip
-    cfg = str(REPO / "training/configs/goodpoint_small.yaml")
-    cmd = [sys.executable, "-m", "training.train", "--config", cfg, "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ref = subprocess.run(
-        [*cmd, *common, "name=ref", f"train.output_dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True
-    )
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, photos: Path) -> dict[int, float]:
+    tmp = tmp_path_factory.mktemp("ref")
+    ref = subprocess.run(run_args(photos, tmp, "ref", 0), cwd=REPO, env=ENV, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    proc = subprocess.Popen([*cmd, *common, "name=cut", f"train.output_dir={tmp_path}"], cwd=REPO, env=env)
+    return read_losses(tmp / "ref")
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c-group"])
+def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, reference_run, how: str):
+    """Stop a run (SIGTERM to the trainer; or Ctrl-C to its whole process group, loader worker
+    included), resume it, and compare every later step's loss with an uninterrupted seeded run."""
+    workers = 0 if how == "sigterm" else 1
+    proc = subprocess.Popen(run_args(photos, tmp_path, "cut", workers), cwd=REPO, env=ENV, start_new_session=True)
     log = tmp_path / "cut" / "log.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 0
     stopped = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"]
-    assert 3 <= stopped < steps, stopped
+    assert 3 <= stopped < STEPS, stopped
     res = subprocess.run(
         [sys.executable, "-m", "training.train", "--resume", str(tmp_path / "cut"), "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        cwd=REPO, env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    a, b = read_losses(tmp_path / "ref"), read_losses(tmp_path / "cut")
-    assert sorted(b) == list(range(1, steps + 1))
-    for s in range(stopped + 1, steps + 1):
+    a, b = reference_run, read_losses(tmp_path / "cut")
+    assert sorted(b) == list(range(1, STEPS + 1))
+    for s in range(1, STEPS + 1):
         assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-5), (s, a[s], b[s])
 
 
@@ -187,10 +210,11 @@ def test_bad_config_key_is_one_clear_error(tmp_path: Path):
         load_config(None, ["train.stepz=3"])
     res = subprocess.run(
         [sys.executable, "-m", "training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
-         f"data.root={tmp_path / 'missing'}"],
+         f"data.root={tmp_path / 'missing'}", f"train.output_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert res.returncode == 2 and "does not exist" in res.stderr
+    assert not any(tmp_path.iterdir())  # no half-made run directory
 
 
 def test_ddp_two_processes_gloo(tmp_path: Path, photos: Path):

@@ -68,7 +68,14 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 200,
         "keep_every": 0,  # also keep checkpoint_<step>.pt every n steps (0: never)
     },
-    "eval": {"every": 0, "pairs": 16, "crop": 256, "max_keypoints": 500, "threshold_px": 3.0},
+    "eval": {
+        "every": 0,  # validate every n steps on held-out pairs (0: never)
+        "pairs": 16,  # the last `pairs` frames of the data are held out of training
+        "crop": 256,
+        "max_keypoints": 500,
+        "threshold_px": 3.0,
+        "detection_threshold": None,  # None: the model's own
+    },
 }
 
 OPEN_KEYS = {("model", "conf"), ("loss",), ("data", "homography")}  # free-form blocks checked elsewhere
@@ -328,12 +335,20 @@ def build_data(conf: dict, channels: int, start_step: int, rank: int, world: int
         persistent_workers=False,
         prefetch_factor=2 if workers else None,
         generator=torch.Generator().manual_seed(int(conf["seed"])),  # leaves the global RNG alone
+        worker_init_fn=_quiet_worker,
     )
     val = None
     if held is not None:
         vds = PairDataset(held, e["crop"], channels, conf["seed"] + 1000, noise=True, homography=d["homography"])
         val = [vds[i] for i in range(int(e["pairs"]))]
     return ds, loader, val
+
+
+def _quiet_worker(_: int) -> None:
+    """Loader workers ignore Ctrl-C/SIGTERM sent to the whole process group: the main process
+    finishes its step, saves, and shuts them down (a worker dying first would look like a crash)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _Slice:
@@ -393,7 +408,9 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
         torch.set_num_threads(int(t["threads"]))
     run_dir = Path(t["output_dir"]) / conf["name"]
     main = rank == 0
-    if main:
+    task = make_task(conf)
+    ds, loader, val = build_data(conf, task.channels, int(resume["step"]) if resume else 0, rank, world)
+    if main:  # only once the data is known to be usable: a typo leaves no empty run behind
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "config.yaml", "w") as f:
             yaml.safe_dump(conf, f, sort_keys=False)
@@ -401,7 +418,6 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     torch.manual_seed(int(conf["seed"]) + rank)
     np.random.seed(int(conf["seed"]) + rank)
     random.seed(int(conf["seed"]) + rank)
-    task = make_task(conf)
     model = build_model(conf["model"]["name"], conf["model"]["conf"])
     step, best = 0, None
     if resume is not None:
@@ -420,7 +436,6 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
             find_unused_parameters=isinstance(task, MDNetTask),
         )
 
-    ds, loader, val = build_data(conf, task.channels, step, rank, world)
     logger = Logger(run_dir) if main else None
     stop = Stop()
     bar = None
@@ -488,17 +503,20 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
                 if main:
                     print(f"\nstopped at step {step}; checkpoint saved in {run_dir}", file=sys.stderr)
                 break
+    except BaseException:
+        if main and step != last_saved:  # crashed or killed by a second Ctrl-C: keep what was done
+            try:
+                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
+                print(f"\nsaved step {step} in {run_dir} before failing", file=sys.stderr)
+            except Exception:
+                pass
+        raise
     finally:
         stop.restore()
         if bar is not None:
             bar.close()
         if logger is not None:
             logger.close()
-        if main and step != last_saved and not stop.flag:  # crashed: keep what was done
-            try:
-                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
-            except Exception:
-                pass
         skipped = getattr(ds.source, "skipped", 0)
         if main and skipped:
             print(f"{skipped} unusable frames were skipped (in the main process)", file=sys.stderr)
