@@ -216,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         _, counts = np.unique(ids, return_counts=True)
         print(f"  tracks over the last {len(history)} frames: {int((counts >= 3).sum())} of length >= 3, "
               f"longest {counts.max()}; picture: {out}")  # fmt: skip
+    from goodpoint_ros.checkpoint import shipped_weights
+
+    if args.weights in ("default", "random") and not (
+        args.weights == "default" and shipped_weights(args.model).is_file()
+    ):
+        print(f"  note: '{args.model}' ran with random weights (no trained weights ship yet): expect few matches")
     if state["kp"] == 0:
         print("error: no keypoints arrived", file=sys.stderr)
         code = code or 1

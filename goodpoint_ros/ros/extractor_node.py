@@ -319,6 +319,8 @@ class ExtractorNode(Node):
                 self.decode_errors += 1
                 self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
             except Exception as e:  # never let one bad frame stop the node
+                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, stop quietly
+                    break
                 self.errors += 1
                 self._warn("error", f"frame failed ({type(e).__name__}: {e}); continuing")
 
