@@ -193,26 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.write_bag:
         write_bag(seq, a.write_bag)
         print(f"wrote {a.write_bag}", file=sys.stderr)
-    rows = []
+    print(f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}")
+    print(
+        "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     for method in [m for m in a.methods.split(",") if m]:
         fn = feature_fn(method, a.device, a.max_keypoints)
         t0 = time.perf_counter()
         feats = [fn(f.rgb) for f in seq.frames]
         right = [fn(f.rgb) for f in seq.right] if "stereo" in modes else None
         ms = 1000 * (time.perf_counter() - t0) / (len(feats) + len(right or []))
-        for mode in modes:
+        for mode in modes:  # rows as they come: a slow model still leaves the others' results
             r = run_vo(seq, feats, right, mode, a.ratio)
-            rows.append((method, mode, ms, r))
-    print(f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}")
-    print(
-        "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for method, mode, ms, r in rows:
-        print(
-            f"| {method} | {mode} | {r['ate']:.3f} | {r['rpe_t']:.4f} | {r['rpe_r']:.3f} | {r['inliers']:.0f} "
-            f"| {r['failures']} | {ms:.0f} |"
-        )
+            print(
+                f"| {method} | {mode} | {r['ate']:.3f} | {r['rpe_t']:.4f} | {r['rpe_r']:.3f} | {r['inliers']:.0f} "
+                f"| {r['failures']} | {ms:.0f} |",
+                flush=True,
+            )
     return 0
 
 
