@@ -86,9 +86,11 @@ def normalized_coordinates(keypoints: np.ndarray, K: np.ndarray, D: np.ndarray |
 
 
 def matches_from_track_ids(ids0: np.ndarray, ids1: np.ndarray) -> np.ndarray:
-    """Index pairs Mx2 of points that carry the same track id in two frames."""
-    _, i0, i1 = np.intersect1d(np.asarray(ids0), np.asarray(ids1), assume_unique=False, return_indices=True)
-    return np.stack([i0, i1], 1).astype(np.int64)
+    """Index pairs Mx2 of points that carry the same track id in two frames; id 0 means "no id"
+    (``tracking.TrackIds``) and never matches."""
+    ids, i0, i1 = np.intersect1d(np.asarray(ids0), np.asarray(ids1), assume_unique=False, return_indices=True)
+    keep = ids != 0
+    return np.stack([i0[keep], i1[keep]], 1).astype(np.int64)
 
 
 def track_velocities(ids0: np.ndarray, norm0: np.ndarray, ids1: np.ndarray, norm1: np.ndarray, dt: float) -> np.ndarray:

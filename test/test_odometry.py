@@ -127,6 +127,13 @@ def test_recovers_after_tracking_loss():
         assert dt < 0.03 and dr < 0.5, (i, dt, dr)
 
 
+def test_track_ids_give_correspondences():
+    from goodpoint_ros.odometry import matches_from_track_ids
+
+    m = matches_from_track_ids(np.array([5, 0, 7, 9], np.uint32), np.array([9, 0, 5, 11], np.uint32))
+    np.testing.assert_array_equal(m, [[0, 2], [3, 0]])  # 0 = no id, never matched
+
+
 def test_depth_units_and_bad_input():
     mm = np.array([[1500, 0]], dtype=np.uint16)
     np.testing.assert_allclose(depth_to_metres(mm), [[1.5, 0.0]])
