@@ -60,7 +60,6 @@ def generate_launch_description() -> LaunchDescription:
             ],
             remappings=[
                 ("image", [camera, "/", LaunchConfiguration("image_topic")]),
-                ("image/compressed", [camera, "/", LaunchConfiguration("image_topic"), "/compressed"]),
                 ("camera_info", [camera, "/camera_info"]),
                 ("left/image", [camera, "/left/", LaunchConfiguration("image_topic")]),
                 ("right/image", [camera, "/right/", LaunchConfiguration("image_topic")]),

@@ -165,3 +165,34 @@ def test_rgbd_node_attaches_depth_in_metres():
     finally:
         node.stop()
         probe.close()
+
+
+def test_compressed_input_mode():
+    from goodpoint_ros.ros.conversions import numpy_to_compressed
+
+    rgb = cv2.resize(sample_photo("rocket"), (160, 120), interpolation=cv2.INTER_AREA)
+    node = NodeProcess(
+        DOMAIN + 2,
+        {"model": "goodpoint_small", "weights": "random", "device": "cpu", "compressed": True, "qos": "reliable"},
+        {"image": "/cam/image_raw"},
+    )
+    probe = Probe(DOMAIN + 2)
+    try:
+        from sensor_msgs.msg import CompressedImage
+
+        probe.wait_ready(node)
+        pub = probe.publisher("/cam/image_raw/compressed", CompressedImage, best_effort=False)
+        probe.wait_subscribed(pub)
+        stamps = []
+        for i, fmt in enumerate(["jpeg", "png", "jpeg"]):
+            msg = numpy_to_compressed(np.roll(rgb, i, axis=1), fmt)
+            msg.header.stamp = probe.stamp(i)
+            pub.publish(msg)
+            stamps.append((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            probe.spin(0.5)
+        assert _spin_until_processed(probe, 3)
+        got = [(h.stamp.sec, h.stamp.nanosec) for _, h, _ in probe.keypoints]
+        assert got == stamps and all(len(k["keypoints"]) > 0 for _, _, k in probe.keypoints)
+    finally:
+        node.stop()
+        probe.close()

@@ -212,15 +212,14 @@ class ExtractorNode(Node):
         img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
         self.sync: ApproxTimeSync | None = None
         if self.mode == "mono":
-            self.create_subscription(img_type, "image" + suffix, self._on_image, in_qos)
+            self.create_subscription(img_type, self._image_topic("image", suffix), self._on_image, in_qos)
         elif self.mode in ("stereo", "rgbd"):
             self.sync = ApproxTimeSync(2, float(p["sync_slop"]), self._on_set, int(p["sync_queue_size"]))
             first, second = ("left/image", "right/image") if self.mode == "stereo" else ("image", "depth")
             second_type = img_type if self.mode == "stereo" else Image
-            self.create_subscription(img_type, first + suffix, lambda m: self._on_part(0, m), in_qos)
-            self.create_subscription(
-                second_type, second + (suffix if self.mode == "stereo" else ""), lambda m: self._on_part(1, m), in_qos
-            )
+            second_topic = self._image_topic(second, suffix if self.mode == "stereo" else "")
+            self.create_subscription(img_type, self._image_topic(first, suffix), lambda m: self._on_part(0, m), in_qos)
+            self.create_subscription(second_type, second_topic, lambda m: self._on_part(1, m), in_qos)
         else:
             raise ValueError(f"input_mode must be mono, stereo or rgbd, got '{self.mode}'")
         self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
@@ -234,6 +233,14 @@ class ExtractorNode(Node):
             f"goodpoint_extractor ready: model={self.model_name} device={self.device_name} mode={self.mode} "
             f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']}"
         )
+
+    def _image_topic(self, name: str, suffix: str) -> str:
+        """``name`` after remapping, plus image_transport's ``/compressed`` suffix when asked, so that
+        ``-r image:=/camera/image_raw`` also moves the compressed input to ``/camera/image_raw/compressed``."""
+        if not suffix:
+            return name
+        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Humble; else remap <name>/compressed
+        return resolve(name) + suffix if resolve is not None else name + suffix
 
     @staticmethod
     def _cloud_type():
