@@ -76,3 +76,17 @@ def test_bad_export_requests_fail_clearly(tmp_path, capsys):
     )
     assert "no such weights file" in capsys.readouterr().err
     assert not (tmp_path / "y.onnx").exists()
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("radius", [1, 3, 4])
+def test_cpu_window_max_equals_the_traced_max_pool(radius):
+    """The eager CPU NMS (shifted maxima) and the exported one (MaxPool) keep the same points,
+    ties and borders included."""
+    from goodpoint_ros.features import nms_mask
+
+    g = torch.Generator().manual_seed(radius)
+    x = (torch.rand(2, 3, 37, 53, generator=g) * 20).round() / 20  # many exact ties
+    traced = torch.jit.trace(lambda t: nms_mask(t, radius), (x,), check_trace=False)
+    assert torch.equal(nms_mask(x, radius), traced(x))
+    assert nms_mask(x, radius).sum() > 0

@@ -9,6 +9,7 @@ when they disagree.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -49,7 +50,9 @@ def export_onnx(
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (GridSample needs 16, TensorRT 8.x takes 17)")
-    graph = ExportGraph(model.cpu().float()).eval()  # eval(): the exporter restores the wrapper's mode
+    # A CPU fp32 copy: the caller's model stays where it is; eval() because the exporter restores
+    # the wrapper's own mode afterwards (a fresh wrapper is in training mode).
+    graph = ExportGraph(copy.deepcopy(model).cpu().float()).eval()
     if dynamic:
         m = max(graph.pad_to, 8)
         height, width = (-(-v // m) * m for v in (height, width))
@@ -166,7 +169,7 @@ def check_parity(
     image = reference_image(height, width, model.in_channels)
     sess = ort.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
     out = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": image})))
-    model = model.cpu().float().eval()
+    model = copy.deepcopy(model).cpu().float().eval()
     with torch.inference_mode():
         x = torch.from_numpy(image)
         dense = model(F.pad(x, (0, (-width) % model.pad_to, 0, (-height) % model.pad_to)))
