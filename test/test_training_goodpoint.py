@@ -161,10 +161,11 @@ def reference_run(tmp_path_factory, photos: Path) -> dict[int, float]:
     return read_losses(tmp / "ref")
 
 
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c-group"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c-group", "worker-killed"])
 def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, reference_run, how: str):
-    """Stop a run (SIGTERM to the trainer; or Ctrl-C to its whole process group, loader worker
-    included), resume it, and compare every later step's loss with an uninterrupted seeded run."""
+    """Stop a run (SIGTERM to the trainer; Ctrl-C to its whole process group, loader worker
+    included; or a crash: its loader worker SIGKILLed), resume it, and compare every later step's
+    loss with an uninterrupted seeded run."""
     workers = 0 if how == "sigterm" else 1
     proc = subprocess.Popen(run_args(photos, tmp_path, "cut", workers), cwd=REPO, env=ENV, start_new_session=True)
     log = tmp_path / "cut" / "log.csv"
@@ -173,9 +174,13 @@ def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, refere
         time.sleep(0.02)
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
-    else:
+    elif how == "ctrl-c-group":
         os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(60) == 0
+    else:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children, "the loader worker should be running"
+        os.kill(int(children[0]), signal.SIGKILL)
+    assert proc.wait(60) == (0 if how != "worker-killed" else 1)
     stopped = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"]
     assert 3 <= stopped < STEPS, stopped
     res = subprocess.run(

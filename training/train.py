@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": 0,
         "log_every": 10,
         "checkpoint_every": 200,
+        "checkpoint_minutes": 10.0,  # also save when this much time passed since the last save
         "keep_every": 0,  # also keep checkpoint_<step>.pt every n steps (0: never)
     },
     "eval": {
@@ -368,7 +369,9 @@ class _Slice:
         return self.source.load(self.start + index)
 
 
-def save_checkpoint(run_dir: Path, model, opt, sched, step: int, conf: dict, best: float | None) -> None:
+def save_checkpoint(
+    run_dir: Path, model, opt, sched, step: int, conf: dict, best: float | None, rng: dict | None = None
+) -> None:
     state = {
         "format": TRAIN_FORMAT,
         "model": model.name,
@@ -378,7 +381,7 @@ def save_checkpoint(run_dir: Path, model, opt, sched, step: int, conf: dict, bes
         "scheduler": sched.state_dict(),
         "step": step,
         "config": conf,
-        "rng": rng_state(),
+        "rng": rng if rng is not None else rng_state(),
         "best": best,
     }
     atomic_torch_save(state, run_dir / "checkpoint.pt")
@@ -448,13 +451,15 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     sums: dict[str, float] = {}
     n_sum = 0
     t_last = time.time()
-    last_saved = step
+    last_saved, t_saved = step, time.time()
+    rng_before = None
     try:
         it = iter(loader)
         if resume is not None:  # last: nothing may draw from the RNGs between here and the step
             set_rng_state(resume["rng"])
         while step < int(t["steps"]):
             batch = next(it)
+            rng_before = rng_state()  # a crash inside the step saves the state it started from
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, terms = task.loss(net, batch, step)
@@ -467,6 +472,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
             opt.step()
             sched.step()
             step += 1
+            rng_before = None  # the step is complete: a later failure saves the current RNG state
             last = {k: float(v) for k, v in terms.items()}
             for k, v in last.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -496,9 +502,11 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
                 flag = torch.tensor([float(stopping)], device=device)
                 dist.all_reduce(flag)
                 stopping = bool(flag.item() > 0)
-            if main and (stopping or step % int(t["checkpoint_every"]) == 0 or step == int(t["steps"])):
+            due = step % int(t["checkpoint_every"]) == 0 or step == int(t["steps"])
+            due |= bool(t["checkpoint_minutes"]) and time.time() - t_saved > 60.0 * float(t["checkpoint_minutes"])
+            if main and (stopping or due):
                 save_checkpoint(run_dir, model, opt, sched, step, conf, best)
-                last_saved = step
+                last_saved, t_saved = step, time.time()
             if stopping:
                 if main:
                     print(f"\nstopped at step {step}; checkpoint saved in {run_dir}", file=sys.stderr)
@@ -506,7 +514,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     except BaseException:
         if main and step != last_saved:  # crashed or killed by a second Ctrl-C: keep what was done
             try:
-                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
+                save_checkpoint(run_dir, model, opt, sched, step, conf, best, rng_before)
                 print(f"\nsaved step {step} in {run_dir} before failing", file=sys.stderr)
             except Exception:
                 pass
