@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    torch.manual_seed(0)  # the same random weights in every run
     try:
         images = [sample_photo(n) for n in args.images]
     except Exception as exc:  # noqa: BLE001 - one clear line for any unreadable photo name

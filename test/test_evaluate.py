@@ -78,3 +78,14 @@ def test_cli_errors_are_one_line(argv, needle, photo_dir, tmp_path, capsys):
     assert main([*argv, "--pairs", "1", "--output-dir", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_random_weight_runs_are_reproducible(photo_dir, tmp_path):
+    results = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        argv = ["--photos", str(photo_dir), "--pairs", "1", "--max-keypoints", "200", "--output-dir", str(out)]
+        assert main([*argv, "--methods", "goodpoint_small:random"]) == 0
+        (res,) = json.loads((out / "results.json").read_text())["methods"].values()
+        results.append({k: v for k, v in res.items() if "_ms" not in k and "time" not in k})
+    assert results[0] == results[1]

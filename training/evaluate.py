@@ -173,6 +173,7 @@ class Method:
 def evaluate(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # random-weight models are then the same from run to run
     methods = [Method(s, args.max_keypoints, args.backend, args.device, args.threshold) for s in args.methods]
     if args.hpatches:
         pairs = list(hpatches_pairs(Path(args.hpatches), args.max_side, args.subset, args.pairs))
