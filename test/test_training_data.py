@@ -94,6 +94,7 @@ def write_bag(path: Path, images: list[np.ndarray], storage: str = "sqlite3", co
             w.write(chat, i * 10**8 + 1, ts.serialize_cdr(String(data=f"hi {i}"), String.__msgtype__))
 
 
+@pytest.mark.filterwarnings("ignore:bag .* skipping unusable frames")
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_bag_frames(tmp_path: Path, storage: str):
     frames = [cv2.resize(data.astronaut(), (160, 120)), cv2.resize(data.coffee(), (160, 120))] * 3
@@ -114,3 +115,51 @@ def test_bag_frames(tmp_path: Path, storage: str):
     mix = build_source({"sources": [{"type": "bag", "path": str(bag)}, {"type": "bag", "path": str(bag), "stride": 2}]})
     assert isinstance(mix, Mixture) and len(mix) == 5 + 2
     assert mix.load(6).shape == (120, 160, 3)
+
+
+def test_decode_image_encodings():
+    """mono8/mono16/bgr8/rgba8/bayer Image messages decode to the same picture."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from training.datasets import decode_image_msg
+
+    Image = get_typestore(Stores.ROS2_HUMBLE).types["sensor_msgs/msg/Image"]
+    Header = get_typestore(Stores.ROS2_HUMBLE).types["std_msgs/msg/Header"]
+    Time = get_typestore(Stores.ROS2_HUMBLE).types["builtin_interfaces/msg/Time"]
+    rgb = cv2.resize(data.astronaut(), (64, 48))
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+    def msg(arr: np.ndarray, enc: str, big: bool = False) -> object:
+        raw = arr.astype(arr.dtype.newbyteorder(">" if big else "<")).tobytes()
+        h, w = arr.shape[:2]
+        return Image(
+            header=Header(stamp=Time(sec=0, nanosec=0), frame_id=""), height=h, width=w, encoding=enc,
+            is_bigendian=int(big), step=len(raw) // h, data=np.frombuffer(raw, np.uint8),
+        )  # fmt: skip
+
+    assert np.array_equal(decode_image_msg(msg(rgb, "rgb8")), rgb)
+    assert np.array_equal(decode_image_msg(msg(rgb[..., ::-1].copy(), "bgr8")), rgb)
+    assert np.array_equal(decode_image_msg(msg(np.dstack([rgb, np.full(gray.shape, 255, np.uint8)]), "rgba8")), rgb)
+    assert np.array_equal(decode_image_msg(msg(gray, "mono8")), gray)
+    for big in (False, True):  # 16-bit is stretched to 8 bits: same picture up to a linear map
+        out = decode_image_msg(msg(gray.astype(np.uint16) * 200, "mono16", big))
+        assert out.dtype == np.uint8 and np.corrcoef(out.ravel(), gray.ravel())[0, 1] > 0.99
+    bayer = np.zeros(gray.shape, np.uint8)  # RGGB mosaic of the RGB image
+    bayer[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    bayer[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    bayer[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    bayer[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    demosaiced = decode_image_msg(msg(bayer, "bayer_rggb8"))
+    assert demosaiced.shape == rgb.shape and np.abs(demosaiced.astype(float) - rgb).mean() < 20
+    with pytest.raises(ValueError, match="unsupported image encoding"):
+        decode_image_msg(msg(gray, "yuv422_weird"))
+
+
+def test_list_topics_cli(tmp_path: Path, capsys):
+    from training.datasets import main
+
+    write_bag(tmp_path / "bag", [cv2.resize(data.coffee(), (80, 64))])
+    assert main(["--list-topics", str(tmp_path / "bag")]) == 0
+    out = capsys.readouterr().out
+    assert "/camera/image_raw\tsensor_msgs/msg/Image\t1  (image)" in out and "/chatter" in out
+    assert main(["--list-topics", str(tmp_path / "nope")]) == 2
