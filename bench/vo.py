@@ -38,7 +38,9 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool) -> tuple[float, 
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         D[2, 2] = -1
     R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / xs.var(0).sum()) if with_scale else 1.0
+    var = xs.var(0).sum()
+    # an estimate that never moved has no scale: 0 (ATE = the ground truth's spread), not NaN
+    s = (float(np.trace(np.diag(S) @ D) / var) if var > 1e-12 else 0.0) if with_scale else 1.0
     return s, R, mu_d - s * R @ mu_s
 
 
@@ -59,7 +61,7 @@ def ate_rpe(est: np.ndarray, gt: np.ndarray, sim3: bool) -> tuple[float, float, 
     return ate, rpe_t, rpe_r
 
 
-def feature_fn(method: str, device: str, max_keypoints: int):
+def feature_fn(method: str, device: str, max_keypoints: int, weights: str = "default"):
     """image -> numpy feature dict for ``method`` (goodpoint, mdnet, ... or orb)."""
     if method == "orb":
         return lambda im: orb_features(im, max_keypoints)
@@ -68,7 +70,7 @@ def feature_fn(method: str, device: str, max_keypoints: int):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ext = make_extractor(model=method, weights="default", device=device)
+        ext = make_extractor(model=method, weights=weights, device=device)
     for w in caught:
         print(f"warning: {method}: {w.message}", file=sys.stderr)
     ext.set_detection(max_keypoints=max_keypoints)
@@ -183,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-keypoints", type=int, default=1000)
     p.add_argument("--ratio", type=float, default=None, help="Lowe ratio on top of MNN (default: MNN only)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--weights", action="append", default=[], metavar="MODEL=PATH", help="weights for a model (default: shipped)"
+    )
     p.add_argument("--write-bag", metavar="PATH", help="write the rendered sequence as a ROS 2 bag (mcap) and go on")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
+    weights = dict(w.split("=", 1) for w in a.weights)
     modes = [m for m in a.modes.split(",") if m and (m != "stereo" or a.baseline > 0)]
     t0 = time.perf_counter()
     seq = render_sequence(a.frames, a.width, a.height, baseline=a.baseline if "stereo" in modes or a.write_bag else 0)
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for method in [m for m in a.methods.split(",") if m]:
-        fn = feature_fn(method, a.device, a.max_keypoints)
+        fn = feature_fn(method, a.device, a.max_keypoints, weights.get(method, "default"))
         t0 = time.perf_counter()
         feats = [fn(f.rgb) for f in seq.frames]
         right = [fn(f.rgb) for f in seq.right] if "stereo" in modes else None
