@@ -31,9 +31,14 @@ def generate_launch_description() -> LaunchDescription:
             "image_topic", default_value="image_raw", description="image topic inside the camera namespace"
         ),
         DeclareLaunchArgument(
+            "input_mode", default_value="mono", description="mono | stereo | rgbd (odometry follows it)"
+        ),
+        DeclareLaunchArgument("odom_frame", default_value="odom", description="header.frame_id of ~/odometry"),
+        DeclareLaunchArgument("child_frame", default_value="camera", description="child_frame_id of ~/odometry"),
+        DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([share, "config", "extractor.yaml"]),
-            description="node parameters (YAML); model/weights/device arguments override it",
+            description="node parameters (YAML); the arguments above override it",
         ),
     ]
     actions = list(args)
@@ -56,6 +61,9 @@ def generate_launch_description() -> LaunchDescription:
                     "model": LaunchConfiguration("model"),
                     "weights": LaunchConfiguration("weights"),
                     "device": LaunchConfiguration("device"),
+                    "input_mode": LaunchConfiguration("input_mode"),
+                    "odom_frame": LaunchConfiguration("odom_frame"),
+                    "child_frame": LaunchConfiguration("child_frame"),
                 },
             ],
             remappings=[
@@ -63,6 +71,7 @@ def generate_launch_description() -> LaunchDescription:
                 ("camera_info", [camera, "/camera_info"]),
                 ("left/image", [camera, "/left/", LaunchConfiguration("image_topic")]),
                 ("right/image", [camera, "/right/", LaunchConfiguration("image_topic")]),
+                ("right/camera_info", [camera, "/right/camera_info"]),
                 ("depth", [camera, "/depth/image_raw"]),
             ],
         )

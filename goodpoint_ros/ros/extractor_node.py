@@ -70,6 +70,7 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
 )
 from goodpoint_ros.ros.frames import match_frames  # noqa: E402
 from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
+from goodpoint_ros.ros.vo import NodeOdometry  # noqa: E402
 from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
 # name -> (default, description). The single list the node, config/extractor.yaml and README share.
@@ -93,6 +94,13 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_debug_image": (True, "~/debug_image, built only while someone subscribes"),
     "warmup": (True, "run the model twice at start so the first frame is not slow"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+    "publish_tracks": (True, "~/tracks (VINS-Fusion PointCloud layout); needs camera_info"),
+    "publish_odometry": (True, "~/odometry (nav_msgs/Odometry) from the input mode's VO; needs camera_info"),
+    "odom_frame": ("odom", "header.frame_id of ~/odometry (the first frame's optical frame)"),
+    "child_frame": ("camera", "child_frame_id of ~/odometry (the camera's optical frame)"),
+    "vo_min_inliers": (12, "odometry: fewer inliers than this is a tracking loss (pose held, reset)"),
+    "vo_ransac_px": (2.0, "odometry: RANSAC reprojection threshold in pixels (PnP / essential)"),
+    "vo_min_parallax_px": (10.0, "mono odometry: median parallax in pixels that makes a new keyframe"),
 }
 RUNTIME = {
     "max_keypoints",
@@ -193,12 +201,16 @@ class ExtractorNode(Node):
         self.K: np.ndarray | None = None
         self.prev: dict | None = None  # previous processed frame: torch feats, numpy kpts, stamp
         self.tracker = TrackIds()
+        self.D: np.ndarray | None = None
+        self.P: np.ndarray | None = None
+        self.P_right: np.ndarray | None = None  # stereo: the right camera_info's P (baseline)
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_kpts = self.create_publisher(type(self._cloud_type()), "~/keypoints", out_qos)
         self.pub_matches = self.create_publisher(type(self._cloud_type()), "~/matches", out_qos)
         self.pub_debug = self.create_publisher(Image, "~/debug_image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.vo = NodeOdometry(self, p, out_qos)
         self.mode = p["input_mode"]
         if self.mode == "stereo":
             self.pub_right = self.create_publisher(type(self._cloud_type()), "~/right/keypoints", out_qos)
@@ -223,6 +235,8 @@ class ExtractorNode(Node):
         else:
             raise ValueError(f"input_mode must be mono, stereo or rgbd, got '{self.mode}'")
         self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
+        if self.mode == "stereo":
+            self.create_subscription(CameraInfo, "right/camera_info", self._on_right_info, in_qos)
         self.add_on_set_parameters_callback(self._on_params)
         if p["warmup"]:
             self._warmup()
@@ -276,7 +290,13 @@ class ExtractorNode(Node):
     # --- input ------------------------------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
         k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        d = np.asarray(msg.d, dtype=np.float64)
+        self.D = d if len(d) and np.any(d != 0) else None
+        self.P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
         self.K = k if k[0, 0] > 0 else None
+
+    def _on_right_info(self, msg: CameraInfo) -> None:
+        self.P_right = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
 
     def _store(self, item: Any) -> None:
         now = time.monotonic()
@@ -360,6 +380,7 @@ class ExtractorNode(Node):
         if prev is not None and now_ns <= prev["stamp_ns"]:  # time went back (bag loop): restart tracks
             prev = None
             self.tracker.reset()
+            self.vo.restart()
         if prev is not None:
             matches, dist, inliers = self._match(prev["torch"], feats[0], prev["np"]["keypoints"], cur["keypoints"], p)
         ids = self.tracker.update(len(cur["keypoints"]), matches if prev is not None else None, inliers)
@@ -383,6 +404,16 @@ class ExtractorNode(Node):
             sm, sd, si = self._match(feats[0], feats[1], cur["keypoints"], right["keypoints"], p, method="fundamental")
             rstamp = (int(item[1].header.stamp.sec), int(item[1].header.stamp.nanosec))
             self.pub_stereo.publish(matches_to_cloud(sm, cur["keypoints"], right["keypoints"], sd, si, rstamp, header))
+        stereo = (right["keypoints"], sm[si]) if self.mode == "stereo" else None
+        if depth is not None and depth.shape != image.shape[:2]:  # VO reads depth at keypoint pixels
+            import cv2
+
+            depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        try:
+            self.vo.process(header, now_ns, cur["keypoints"], ids, depth, stereo)
+        except (ValueError, TypeError) as e:  # bad camera_info or depth: the features still go out
+            self.vo.state = "error"
+            self._warn("vo", f"odometry skipped this frame: {e}")
         if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
             pts0 = prev["np"]["keypoints"][matches[:, 0]] if prev is not None else np.zeros((0, 2), np.float32)
             pts1 = cur["keypoints"][matches[:, 1]]
@@ -441,7 +472,11 @@ class ExtractorNode(Node):
         bad = s["decode_errors"] + s["errors"]
         status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
         status.message = f"{s['processed_rate_hz']:.1f} Hz processed, {s['dropped']} dropped, {bad} bad frames"
-        values = {"model": self.model_name, "device": self.device_name, "input_mode": self.mode, **s}
+        vo = self.vo.stats()
+        if vo["tracking"] == "lost":
+            status.level = DiagnosticStatus.WARN
+            status.message += ", tracking lost"
+        values = {"model": self.model_name, "device": self.device_name, "input_mode": self.mode, **s, **vo}
         status.values = [
             KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()
         ]

@@ -1,0 +1,217 @@
+"""Visual-odometry outputs of the extractor node (``~/tracks``, ``~/odometry``) over real DDS.
+
+The node runs in its own process in RGB-D mode; this process plays the rendered room
+(``goodpoint_ros.synthetic``: photos on the walls, exact depth, K and poses) with camera_info,
+in lock step (each frame waits for its keypoints) so every frame is processed, then covers the
+lens (blank image, no depth) for a few frames and plays on.
+
+Quality (ATE) is only asserted with trained weights: the shipped ``goodpoint_small`` ones, or a
+checkpoint named by ``GOODPOINT_VO_WEIGHTS``. Random weights do not track this sequence well
+enough for a meaningful threshold; with them the layout, stamps, reset and resume checks still run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from goodpoint_ros.ros.extractor_node import apply_fastdds_profile  # noqa: E402
+
+apply_fastdds_profile()
+
+from nav_msgs.msg import Odometry  # noqa: E402
+from sensor_msgs.msg import CameraInfo, PointCloud  # noqa: E402
+
+from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
+from goodpoint_ros.ros.probe import NodeProcess, Probe, seeded_weights  # noqa: E402
+from goodpoint_ros.ros.vo_msgs import MAX_EXACT_ID, TRACK_CHANNELS, parse_tracks, pose_from_odometry  # noqa: E402
+from goodpoint_ros.synthetic import camera_info_p, render_sequence  # noqa: E402
+
+DOMAIN = 64
+SIZE = (160, 120)
+N_FRAMES = 30  # tracked phase
+N_BLANK = 4  # lens covered
+N_AFTER = 10  # tracking must resume
+ATE_MAX = 0.05  # metres, with trained weights (the room is 6 x 3 x 8 m; the path spans ~0.3 m)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_vo():
+    spec = importlib.util.spec_from_file_location("bench_vo", REPO / "bench" / "vo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _weights(tmp_path_factory) -> tuple[str, bool]:
+    """(weights parameter, trained?)."""
+    from goodpoint_ros.checkpoint import shipped_weights
+
+    if os.environ.get("GOODPOINT_VO_WEIGHTS"):
+        return os.environ["GOODPOINT_VO_WEIGHTS"], True
+    if shipped_weights("goodpoint_small").is_file():
+        return "default", True
+    return seeded_weights(tmp_path_factory.mktemp("vo_weights") / "goodpoint_small_seed0.pt"), False
+
+
+def _info(seq, stamp) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.stamp, msg.header.frame_id = stamp, "camera_optical"
+    msg.width, msg.height, msg.distortion_model = seq.width, seq.height, "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = seq.K.ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    msg.p = camera_info_p(seq.K).ravel().tolist()
+    return msg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Play the sequence through the node; return everything recorded."""
+    seq = render_sequence(N_FRAMES + N_AFTER, *SIZE, amplitude=0.1)
+    weights, trained = _weights(tmp_path_factory)
+    node = NodeProcess(
+        DOMAIN,
+        {
+            "model": "goodpoint_small", "weights": weights, "device": "cpu", "max_keypoints": 300,
+            "qos": "reliable", "input_mode": "rgbd", "match_ratio": 1.0, "verification_method": "fundamental",
+            "odom_frame": "vo_odom", "child_frame": "vo_cam", "diagnostics_period": 0.5,
+        },
+        {"image": "/vo/image", "depth": "/vo/depth", "camera_info": "/vo/camera_info"},
+    )  # fmt: skip
+    probe = Probe(DOMAIN)
+    prefix = "/goodpoint_extractor"
+    probe.record(PointCloud, f"{prefix}/tracks", lambda m: (m.header, [c.name for c in m.channels], parse_tracks(m)))
+    probe.record(Odometry, f"{prefix}/odometry", lambda m: (m.header, m.child_frame_id, pose_from_odometry(m)))
+    try:
+        probe.wait_ready(node)
+        pub_img = probe.publisher("/vo/image", best_effort=False)
+        pub_depth = probe.publisher("/vo/depth", best_effort=False)
+        pub_info = probe.publisher("/vo/camera_info", CameraInfo, best_effort=False)
+        for p in (pub_img, pub_depth, pub_info):
+            probe.wait_subscribed(p)
+        blank = (np.full((SIZE[1], SIZE[0], 3), 30, np.uint8), np.zeros((SIZE[1], SIZE[0]), np.float32))
+        plan = [("before_info", 0), ("before_info", 1)]  # no camera_info yet: no tracks, no odometry
+        plan += [("play", i) for i in range(N_FRAMES)] + [("blank", i) for i in range(N_BLANK)]
+        plan += [("play", N_FRAMES + i) for i in range(N_AFTER)]
+        stamps, diag_before_blank, diag_after_blank = [], None, None
+        for k, (kind, i) in enumerate(plan):
+            if kind == "blank" and i == 0:  # the state just before the lens is covered
+                n = len(probe.diagnostics)
+                probe.spin_until(lambda n=n: len(probe.diagnostics) > n, 3)
+                diag_before_blank = dict(probe.diagnostics[-1])
+            rgb, depth = blank if kind == "blank" else (seq.frames[i].rgb, seq.frames[i].depth)
+            stamp = probe.stamp(k)
+            if kind != "before_info":
+                pub_info.publish(_info(seq, stamp))
+                probe.spin(0.02)
+            img = numpy_to_image(rgb, "rgb8")
+            dep = numpy_to_image(np.round(depth * 1000).astype(np.uint16), "16UC1")
+            for m in (img, dep):
+                m.header.stamp, m.header.frame_id = stamp, "camera_optical"
+            pub_depth.publish(dep)
+            pub_img.publish(img)
+            key = (stamp.sec, stamp.nanosec)
+            assert probe.spin_until(
+                lambda key=key: any((h.stamp.sec, h.stamp.nanosec) == key for _, h, _ in probe.keypoints), 10
+            ), f"no keypoints for frame {k} ({kind})"
+            stamps.append((kind, i, key))
+            if kind == "blank" and i == N_BLANK - 1:
+                n = len(probe.diagnostics)
+                probe.spin_until(lambda n=n: len(probe.diagnostics) > n + 1, 3)
+                diag_after_blank = dict(probe.diagnostics[-1])
+        probe.spin(1.0)
+        n = len(probe.diagnostics)
+        probe.spin_until(lambda: len(probe.diagnostics) > n, 3)
+        yield {
+            "seq": seq, "trained": trained, "stamps": stamps, "probe": probe,
+            "diag_blank": (diag_before_blank, diag_after_blank), "diag_end": dict(probe.diagnostics[-1]),
+        }  # fmt: skip
+    finally:
+        out = node.stop()
+        probe.close()
+        print(out[-2000:])
+
+
+def _by_stamp(records):
+    return {(r[1][0].stamp.sec, r[1][0].stamp.nanosec): r[1] for r in records}
+
+
+def test_tracks_layout_normalised_and_velocities(run):
+    probe, seq, stamps = run["probe"], run["seq"], run["stamps"]
+    tracks = _by_stamp(probe.other["/goodpoint_extractor/tracks"])
+    kps = {(h.stamp.sec, h.stamp.nanosec): k for _, h, k in probe.keypoints}
+    for kind, _, key in stamps:
+        assert (key in tracks) == (kind != "before_info"), f"{kind} frame: tracks only with camera_info"
+    K = seq.K
+    checked_velocity = 0
+    prev = None
+    for kind, _, key in stamps:
+        if kind == "before_info":
+            continue
+        header, names, t = tracks[key]
+        assert header.frame_id == "camera_optical"
+        assert tuple(names) == TRACK_CHANNELS  # VINS reads channels by position
+        assert (t["camera_id"] == 0).all()
+        kp = kps[key]
+        np.testing.assert_allclose(t["uv"], kp["keypoints"], atol=1e-3)
+        np.testing.assert_array_equal(t["id"], kp["track_ids"].astype(np.int64) % MAX_EXACT_ID)
+        expected = (t["uv"] - K[:2, 2]) / [K[0, 0], K[1, 1]]
+        np.testing.assert_allclose(t["xy"], expected, atol=1e-5)
+        if prev is not None:
+            dt = (key[0] - prev[0][0]) + (key[1] - prev[0][1]) * 1e-9
+            ids, i0, i1 = np.intersect1d(prev[1]["id"], t["id"], return_indices=True)
+            if len(ids):
+                v = (t["xy"][i1] - prev[1]["xy"][i0]) / dt
+                np.testing.assert_allclose(t["velocity"][i1], v, atol=1e-3, rtol=1e-3)
+                checked_velocity += len(ids)
+            new = np.setdiff1d(np.arange(len(t["id"])), i1)
+            assert (t["velocity"][new] == 0).all()  # a new track has no velocity yet
+        prev = (key, t)
+    assert checked_velocity > 0, "no track continued across frames"
+
+
+def test_odometry_stamps_frames_and_quality(run):
+    probe, seq, stamps = run["probe"], run["seq"], run["stamps"]
+    odom = _by_stamp(probe.other["/goodpoint_extractor/odometry"])
+    for kind, _, key in stamps:
+        assert (key in odom) == (kind != "before_info")
+    for header, child, _ in odom.values():
+        assert header.frame_id == "vo_odom" and child == "vo_cam"
+    played = [(i, key) for kind, i, key in stamps if kind == "play" and i < N_FRAMES]
+    est = np.stack([odom[key][2] for _, key in played])
+    np.testing.assert_allclose(est[0], np.eye(4), atol=1e-9)  # the first frame defines the odom frame
+    ate, rpe_t, rpe_r = _bench_vo().ate_rpe(est, seq.poses[[i for i, _ in played]], sim3=False)
+    print(f"ATE through the node: {ate:.4f} m, RPE {rpe_t:.4f} m/frame {rpe_r:.3f} deg/frame ({N_FRAMES} frames)")
+    if not run["trained"]:
+        pytest.skip(
+            f"no trained goodpoint_small weights (shipped or GOODPOINT_VO_WEIGHTS): random weights give "
+            f"ATE {ate:.3f} m; layout and stamps were checked, the ATE < {ATE_MAX} m bound was not"
+        )
+    assert ate < ATE_MAX
+
+
+def test_blank_frames_reset_and_odometry_resumes(run):
+    probe, stamps = run["probe"], run["stamps"]
+    before, after = run["diag_blank"]
+    assert after["tracking"] == "lost"
+    assert int(after["vo_failures"]) >= int(before["vo_failures"]) + N_BLANK - 1
+    assert int(after["vo_resets"]) >= 1
+    assert int(after["vo_resets"]) >= int(before["vo_resets"]) + (before["tracking"] == "ok")
+    odom = _by_stamp(probe.other["/goodpoint_extractor/odometry"])
+    blank_keys = [key for kind, _, key in stamps if kind == "blank"]
+    held = odom[blank_keys[0]][2]
+    for key in blank_keys[1:]:  # covered lens: the pose is held, never jumps
+        np.testing.assert_allclose(odom[key][2], held, atol=1e-9)
+    later = [odom[key][2] for kind, i, key in stamps if kind == "play" and i >= N_FRAMES]
+    moved = [np.linalg.norm(p[:3, 3] - held[:3, 3]) for p in later]
+    assert max(moved) > 1e-4, "odometry never moved again after the blank frames"
+    end = run["diag_end"]
+    assert float(end["track_length_max"]) >= 2 and float(end["track_length_mean"]) >= 2
+    assert int(end["active_tracks"]) > 0
