@@ -74,7 +74,8 @@ def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None,
         raise CheckpointError(f"{path}: records unknown model '{saved}'")
     if name is not None and MODELS[name][0] is not MODELS[saved][0]:
         raise CheckpointError(f"{path}: holds a '{saved}' model, but '{name}' was requested")
-    model = build_model(saved, {**ckpt.get("conf", {}), **(conf or {})})
+    # "detection" holds tuned run-time defaults (threshold...) that a model card documents.
+    model = build_model(saved, {**ckpt.get("conf", {}), **ckpt.get("detection", {}), **(conf or {})})
     own = model.state_dict()
     state = ckpt["state_dict"]
     missing = sorted(set(own) - set(state))
