@@ -75,7 +75,7 @@ from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
 # name -> (default, description). The single list the node, config/extractor.yaml and README share.
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "model": ("goodpoint", "goodpoint | goodpoint_small | mdnet | mdnet_small"),
+    "model": ("goodpoint", "goodpoint | goodpoint_small | mdnet | mdnet_small | orb (OpenCV, weight-free baseline)"),
     "weights": ("default", "default (shipped, else random with a warning) | random | a .pt path"),
     "backend": ("torch", "inference backend, see goodpoint_ros.backends"),
     "device": ("auto", "auto | cpu | cuda | cuda:N"),
@@ -164,6 +164,30 @@ def draw_debug(
     return canvas
 
 
+class OrbExtractor:
+    """ORB (``odometry.orb_features``) behind the extractor interface the node uses: a weight-free
+    front-end for odometry and tracks where no trained weights exist (random-weight networks do not
+    track). Its 256 binary tests travel as +-1/16 float descriptors, matched by the same L2 matcher."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.max_keypoints = 1000
+
+    def set_detection(self, max_keypoints: int = 1000, **_: Any) -> None:
+        self.max_keypoints = int(max_keypoints)
+
+    def extract_many(self, images: list[np.ndarray]) -> list[dict]:
+        import torch
+
+        from goodpoint_ros.odometry import orb_features
+
+        return [
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in orb_features(im, self.max_keypoints).items()}
+            for im in images
+        ]
+
+
 class ExtractorNode(Node):
     """GoodPoint / MD-Net keypoints, matches and track ids for a mono, stereo or RGB-D camera."""
 
@@ -178,7 +202,10 @@ class ExtractorNode(Node):
 
         from goodpoint_ros.backends import make_extractor
 
-        self.extractor = make_extractor(p["backend"], p["model"], p["weights"], p["device"], None)
+        if p["model"] == "orb":
+            self.extractor = OrbExtractor()
+        else:
+            self.extractor = make_extractor(p["backend"], p["model"], p["weights"], p["device"], None)
         self._apply_detection(p)
         self.model_name = str(p["model"])
         self.device_name = str(getattr(self.extractor, "device", p["device"]))

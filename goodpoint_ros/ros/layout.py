@@ -224,7 +224,8 @@ def read_keypoints(msg: Any) -> dict[str, np.ndarray]:
         "scores": rec["score"].astype(np.float32),
         "detector": rec["detector"].astype(np.uint8),
         "track_ids": rec["track_id"].astype(np.uint32),
-        "descriptors": np.ascontiguousarray(desc, dtype=np.float32).reshape(len(rec), -1),
+        # an empty cloud (blank image) keeps its descriptor width: reshape(0, -1) is ambiguous
+        "descriptors": np.ascontiguousarray(desc, dtype=np.float32).reshape(len(rec), int(np.prod(desc.shape[1:]))),
     }
     if "depth" in rec.dtype.names:
         out["depth"] = rec["depth"].astype(np.float32)
