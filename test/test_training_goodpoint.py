@@ -92,7 +92,14 @@ def small_conf(tmp: Path, photos: Path, **train: object) -> dict:
         {
             "name": "t",
             "data": {"root": str(photos), "crop": 64, "batch_size": 4, "num_workers": 0},
-            "train": {"output_dir": str(tmp), "log_every": 1, "checkpoint_every": 1000, "decay_start": 10**9, **train},
+            "train": {
+                "output_dir": str(tmp),
+                "log_every": 1,
+                "checkpoint_every": 1000,
+                "decay_start": 10**9,
+                "threads": 1,
+                **train,
+            },  # fmt: skip
             "eval": {"every": 0},
         },
     )

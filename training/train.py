@@ -407,6 +407,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     """Run (or continue) training; returns {"step", "last" (terms of the last step), "run_dir"}."""
     rank, world, device = setup_distributed(conf)
     t = conf["train"]
+    threads_before = torch.get_num_threads()
     if t["threads"]:
         torch.set_num_threads(int(t["threads"]))
     run_dir = Path(t["output_dir"]) / conf["name"]
@@ -521,6 +522,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
         raise
     finally:
         stop.restore()
+        torch.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
         if logger is not None:
