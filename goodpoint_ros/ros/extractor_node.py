@@ -4,6 +4,8 @@ Callbacks only decode nothing and store the newest frame (or synchronised set) i
 slot; a worker thread runs the model on whatever is newest. A slow model therefore never builds a
 backlog: frames overwritten in the slot are counted as dropped and reported on ``/diagnostics``.
 Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
+Once ``camera_info`` has arrived, ``~/tracks`` (VINS-Fusion layout) and ``~/odometry`` follow the
+input mode (mono / RGB-D / stereo): see ``vo.py``; tracking state and resets go to ``/diagnostics``.
 """
 
 from __future__ import annotations
