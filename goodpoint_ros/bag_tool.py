@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.models import DEFAULT_MODEL
+
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
@@ -28,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("input", help="input ROS 2 bag folder (sqlite3 or mcap) or a .mcap/.db3 file")
     ap.add_argument("output", help="output bag folder (mcap); must not exist")
     ap.add_argument("--topic", required=True, help="image topic (sensor_msgs/Image or CompressedImage)")
-    ap.add_argument("--model", default="goodpoint", help="goodpoint | goodpoint_small | mdnet | mdnet_small")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small")
     ap.add_argument("--weights", default="default", help="default | random | path to a checkpoint")
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--device", default="auto")

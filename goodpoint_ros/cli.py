@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from goodpoint_ros.models import MODELS
+from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="goodpoint", choices=sorted(MODELS), help="model name")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="model name")
     p.add_argument("--weights", default="default", help="'default' (shipped), 'random', a shipped name or a path")
     p.add_argument("--max-keypoints", type=int, default=None, help="keypoint budget per image")
     p.add_argument("--threshold", type=float, default=None, help="detection threshold")

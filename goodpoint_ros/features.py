@@ -202,7 +202,7 @@ class Extractor:
 
     def __init__(
         self,
-        model: str = "goodpoint",
+        model: str | None = None,
         weights: str | None = "default",
         device: str = "auto",
         conf: dict | None = None,
@@ -210,6 +210,9 @@ class Extractor:
         channels_last: bool = True,
     ) -> None:
         from goodpoint_ros.checkpoint import load_model
+        from goodpoint_ros.models import DEFAULT_MODEL
+
+        model = model or DEFAULT_MODEL
 
         self.device = resolve_device(device)
         self.model = load_model(model, weights, conf=conf).to(self.device).eval()

@@ -20,7 +20,7 @@ def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("goodpoint_ros")
     args = [
         DeclareLaunchArgument(
-            "model", default_value="goodpoint", description="goodpoint | goodpoint_small | mdnet | mdnet_small"
+            "model", default_value="goodpoint_small", description="goodpoint | goodpoint_small | mdnet | mdnet_small"
         ),
         DeclareLaunchArgument(
             "weights", default_value="default", description="default | random | path to a .pt checkpoint"

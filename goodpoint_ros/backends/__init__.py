@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from goodpoint_ros.features import Extractor
+from goodpoint_ros.models import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnxruntime")
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime"}
@@ -18,7 +19,7 @@ ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime"}
 
 def make_extractor(
     backend: str = "torch",
-    model: str = "goodpoint",
+    model: str = DEFAULT_MODEL,
     weights: str | None = "default",
     device: str = "auto",
     conf: dict | None = None,

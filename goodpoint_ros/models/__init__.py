@@ -6,6 +6,10 @@ from goodpoint_ros.models.base import BaseModel, merge_conf
 from goodpoint_ros.models.goodpoint import GoodPoint
 from goodpoint_ros.models.mdnet import MDNet
 
+# The model the node, the CLI and the demo use unless told otherwise: the trained one that runs
+# in real time on a CPU (see the README results).
+DEFAULT_MODEL = "goodpoint_small"
+
 # name -> (class, preset conf). A preset only changes widths; the code path is the same.
 MODELS: dict[str, tuple[type[BaseModel], dict]] = {
     "goodpoint": (GoodPoint, {}),
@@ -25,4 +29,4 @@ def build_model(name: str, conf: dict | None = None) -> BaseModel:
     return model
 
 
-__all__ = ["BaseModel", "GoodPoint", "MDNet", "MODELS", "build_model", "merge_conf"]
+__all__ = ["DEFAULT_MODEL", "BaseModel", "GoodPoint", "MDNet", "MODELS", "build_model", "merge_conf"]

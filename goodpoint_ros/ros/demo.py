@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.models import DEFAULT_MODEL
+
 
 def _console(name: str) -> list[str]:
     """The console script next to this interpreter (venv), else on PATH, else ``python -m``."""
@@ -36,7 +38,7 @@ def _console(name: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Live demo: extractor node + virtual camera over a real photo.")
-    ap.add_argument("--model", default="goodpoint", help="goodpoint | goodpoint_small | mdnet | mdnet_small")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small")
     ap.add_argument(
         "--weights", default="default", help="default (shipped; random with a warning if none) | random | path"
     )

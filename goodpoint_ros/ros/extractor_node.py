@@ -62,6 +62,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from goodpoint_ros.models import DEFAULT_MODEL  # noqa: E402
 from goodpoint_ros.ros.conversions import (  # noqa: E402
     ImageDecodeError,
     decode_image,
@@ -77,7 +78,7 @@ from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
 # name -> (default, description). The single list the node, config/extractor.yaml and README share.
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "model": ("goodpoint", "goodpoint | goodpoint_small | mdnet | mdnet_small | orb (OpenCV, weight-free baseline)"),
+    "model": (DEFAULT_MODEL, "goodpoint | goodpoint_small | mdnet | mdnet_small | orb (OpenCV, weight-free baseline)"),
     "weights": ("default", "default (shipped, else random with a warning) | random | a .pt path"),
     "backend": ("torch", "inference backend, see goodpoint_ros.backends"),
     "device": ("auto", "auto | cpu | cuda | cuda:N"),
