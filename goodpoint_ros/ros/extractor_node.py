@@ -249,7 +249,7 @@ class ExtractorNode(Node):
         in_qos = (
             qos_profile_sensor_data
             if p["qos"] == "sensor_data"
-            else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+            else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
         self.sync: ApproxTimeSync | None = None
