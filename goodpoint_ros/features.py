@@ -236,10 +236,7 @@ class Extractor:
     def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         ims = [prepare_image(im, self.model.in_channels, self.device) for im in images]
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            feats = extract_batch(self.model, ims)
-        for f in feats:
-            f["descriptors"] = f["descriptors"].float()
-        return feats
+            return extract_batch(self.model, ims)  # descriptors come out float32 (sample_descriptors)
 
     def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
         """Features of one image as numpy arrays (float32, detector uint8)."""
