@@ -128,7 +128,11 @@ def test_extraction_contract_on_a_real_photo(photo, name):
     assert (np.diff(f["scores"]) <= 0).all()
     # batched extraction (same-size images, as in training) gives the single-image result
     many = ex.extract_many([img, np.ascontiguousarray(img[::-1])])
-    assert np.allclose(many[0]["keypoints"].numpy(), f["keypoints"])
+    # random weights give many near-tied scores whose order float noise of the batched conv can
+    # swap: compare the score sequence (tie-proof) and the keypoint sets
+    assert np.allclose(many[0]["scores"].numpy(), f["scores"], atol=1e-5)
+    same = {tuple(p) for p in many[0]["keypoints"].tolist()} & {tuple(p) for p in f["keypoints"].tolist()}
+    assert len(same) >= 0.95 * k
 
 
 def test_mdnet_detectors_each_keep_their_share_and_multiscale_works(photo):
