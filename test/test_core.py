@@ -54,19 +54,25 @@ def test_mnn_returns_exactly_the_constructed_pairs():
     assert len(m_strict) == 0
 
 
-def test_per_set_matching_equals_full_matching_restricted_to_each_set():
+@pytest.mark.parametrize("kwargs", [{}, {"ratio": 0.95}, {"max_distance": 1.2}, {"ratio": 0.9, "max_distance": 1.3}])
+def test_per_set_matching_equals_full_matching_restricted_to_each_set(kwargs):
     g = torch.Generator().manual_seed(2)
     d0 = F.normalize(torch.randn(300, 16, generator=g), dim=1)
     d1 = F.normalize(torch.randn(280, 16, generator=g), dim=1)
     det0 = torch.randint(0, 3, (300,), generator=g)
     det1 = torch.randint(0, 3, (280,), generator=g)
-    got, _ = match_per_set(d0, det0, d1, det1, 3)
-    want = []
-    for s in range(3):
+    det1[det1 == 2] = 0
+    det1[7] = 2  # uneven sets, one with a single keypoint (no second neighbour for the ratio test)
+    got, dist = match_per_set(d0, det0, d1, det1, 4, **kwargs)  # set 3 is empty in both
+    want, want_dist = [], []
+    for s in range(4):
         i0, i1 = torch.nonzero(det0 == s)[:, 0], torch.nonzero(det1 == s)[:, 0]
-        m, _ = match_mnn(d0[i0], d1[i1])
+        m, d = match_mnn(d0[i0], d1[i1], **kwargs)
         want += [(int(i0[a]), int(i1[b])) for a, b in m.tolist()]
-    assert sorted(map(tuple, got.tolist())) == sorted(want)
+        want_dist += d.tolist()
+    assert len(want) > 20
+    assert list(map(tuple, got.tolist())) == want  # same pairs, in set order
+    assert torch.allclose(dist, torch.tensor(want_dist), atol=1e-6)
     assert (det0[got[:, 0]] == det1[got[:, 1]]).all()
 
 

@@ -8,8 +8,11 @@ M/N per detector; optionally on a sqrt(2) image pyramid down to a short side of 
 
 Deviations, on purpose (the paper's Fig. 2 with the exact layer list is not in the text):
 - Backbone: 3x3 convs 32-32-64-64-128-128 (dilations 1,1,2,2,4,4) then three 2x2 convs of 128
-  with dilation 8, batch norm + ReLU between, none after the last: < 0.5 M parameters as the
-  paper states.
+  with dilation 8, batch norm + ReLU between: < 0.5 M parameters as the paper states.
+- The last conv has no bias and is followed by a batch norm without affine parameters (L2-Net /
+  HardNet, whose Hardest-in-Batch triplet loss the paper adopts). With a plain last conv the
+  descriptors collapsed to one vector within 20 steps (triplet loss stuck at the margin, 1.0);
+  per-channel normalisation across the batch makes a constant descriptor impossible.
 - Heatmaps go through a sigmoid so that the paper's 0.7 threshold is meaningful.
 - ``channels`` is configurable; ``mdnet_small`` halves the widths (64-d descriptors) for CPUs.
 """
@@ -57,10 +60,13 @@ class MDNet(BaseModel):
         spec = [(3, c0, 3, 1), (c0, c1, 3, 1), (c1, c2, 3, 2), (c2, c3, 3, 2), (c3, c4, 3, 4), (c4, c5, 3, 4)]
         spec += [(c5, c6, 2, 8), (c6, c6, 2, 8), (c6, c6, 2, 8)]
         for i, (cin, cout, k, d) in enumerate(spec):
-            layers.append(nn.Conv2d(cin, cout, k, padding=d * (k - 1) // 2, dilation=d, bias=i == len(spec) - 1))
-            if i < len(spec) - 1:
-                layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(cin, cout, k, padding=d * (k - 1) // 2, dilation=d, bias=False))
+            last = i == len(spec) - 1
+            layers += [nn.BatchNorm2d(cout, affine=not last)] + ([] if last else [nn.ReLU(inplace=True)])
         self.backbone = nn.Sequential(*layers)
+        for m in self.backbone.modules():  # He init keeps unit scale through the ReLUs, so that an
+            if isinstance(m, nn.Conv2d):  # untrained model in eval mode still has non-flat heatmaps
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.detector = nn.Conv2d(c6, self.conf["num_detectors"], 1)
 
     @property
