@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from goodpoint_ros.backends import make_extractor
     from goodpoint_ros.features import to_numpy
-    from goodpoint_ros.ros.conversions import ImageDecodeError, decode_image
+    from goodpoint_ros.image_codec import ImageDecodeError, decode_image
     from goodpoint_ros.ros.frames import match_frames
     from goodpoint_ros.ros.layout import build_cloud, keypoints_array, matches_array
     from goodpoint_ros.tracking import TrackIds

@@ -151,7 +151,7 @@ def test_decode_image_encodings():
     bayer[1::2, 1::2] = rgb[1::2, 1::2, 2]
     demosaiced = decode_image_msg(msg(bayer, "bayer_rggb8"))
     assert demosaiced.shape == rgb.shape and np.abs(demosaiced.astype(float) - rgb).mean() < 20
-    with pytest.raises(ValueError, match="unsupported image encoding"):
+    with pytest.raises(ValueError, match="unsupported encoding"):
         decode_image_msg(msg(gray, "yuv422_weird"))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from goodpoint_ros.image_codec import compressed_is_plain, compressed_to_numpy, image_to_numpy, to_rgb
 from training.augment import make_pair
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -111,49 +112,15 @@ class ImageFolder:
 
 # ---------------------------------------------------------------- ROS 2 bags
 
-_BAYER = {  # ROS encoding -> OpenCV code (OpenCV names the pattern from the second row, as cv_bridge does)
-    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
-    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
-    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
-    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
-}
-_CHANNELS = {"mono8": 1, "8uc1": 1, "rgb8": 3, "bgr8": 3, "8uc3": 3, "rgba8": 4, "bgra8": 4, "8uc4": 4}
-_CHANNELS16 = {"mono16": 1, "16uc1": 1, "rgb16": 3, "bgr16": 3, "rgba16": 4, "bgra16": 4}
-
 
 def decode_image_msg(msg) -> np.ndarray:
-    """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (mono8/16, rgb/bgr(a)8, bayer, 32FC1 depth)."""
-    enc = str(msg.encoding).lower()
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = np.asarray(msg.data, dtype=np.uint8)
-    if h <= 0 or w <= 0 or buf.size < h * step:
-        raise ValueError(f"{w}x{h} {enc} image with step {step} has {buf.size} bytes")
-    rows = buf[: h * step].reshape(h, step)
-    if enc in _CHANNELS:
-        c = _CHANNELS[enc]
-        img = rows[:, : w * c].reshape(h, w, c)
-    elif enc in _BAYER:
-        return cv2.cvtColor(np.ascontiguousarray(rows[:, :w]), _BAYER[enc])
-    elif enc in _CHANNELS16 or enc == "32fc1":
-        c = _CHANNELS16.get(enc, 1)
-        dtype = np.dtype(np.float32 if enc == "32fc1" else np.uint16)
-        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-        img = np.ascontiguousarray(rows[:, : w * c * dtype.itemsize]).view(dtype).reshape(h, w, c).astype(dtype.type)
-    else:
-        raise ValueError(f"unsupported image encoding '{msg.encoding}'")
-    if enc.startswith("bgr"):
-        img = img[..., [2, 1, 0]]
-    return to_uint8(img)
+    """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (decoded by ``goodpoint_ros.image_codec``)."""
+    return to_uint8(to_rgb(image_to_numpy(msg), msg.encoding))
 
 
 def decode_compressed_msg(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> uint8 HxW or HxWx3 RGB."""
-    img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"undecodable compressed image (format '{msg.format}')")
-    if img.ndim == 3:
-        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-    return to_uint8(img)
+    return to_uint8(compressed_to_numpy(msg))
 
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
@@ -210,8 +177,8 @@ class BagFrames:
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                     if conn.msgtype.endswith("CompressedImage"):
-                        img = decode_compressed_msg(msg)
-                        data = bytes(np.asarray(msg.data, dtype=np.uint8))
+                        img = decode_compressed_msg(msg)  # kept as is when load() can read it back
+                        data = bytes(np.asarray(msg.data, dtype=np.uint8)) if compressed_is_plain(msg.format) else None
                     else:
                         img = decode_image_msg(msg)
                         data = None
