@@ -86,9 +86,11 @@ def match(f0: dict, f1: dict, ratio: float | None) -> np.ndarray:
     return m.numpy()
 
 
-def run_vo(seq: Sequence, feats: list[dict], right: list[dict] | None, mode: str, ratio: float | None) -> dict:
+def run_vo(
+    seq: Sequence, feats: list[dict], right: list[dict] | None, mode: str, ratio: float | None, ransac_px: float = 2.0
+) -> dict:
     """Poses of ``mode`` odometry over the sequence, with the tracker's diagnostics."""
-    vo = VisualOdometry(seq.K, mode=mode, baseline=seq.baseline if mode == "stereo" else None)
+    vo = VisualOdometry(seq.K, mode=mode, baseline=seq.baseline if mode == "stereo" else None, ransac_px=ransac_px)
     poses, inliers = [], []
     for i, f in enumerate(feats):
         kw: dict = {}
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="rgbd,stereo,mono")
     p.add_argument("--max-keypoints", type=int, default=1000)
     p.add_argument("--ratio", type=float, default=None, help="Lowe ratio on top of MNN (default: MNN only)")
+    p.add_argument("--ransac-px", type=float, default=2.0, help="odometry RANSAC threshold (node: vo_ransac_px)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--weights", action="append", default=[], metavar="MODEL=PATH", help="weights for a model (default: shipped)"
@@ -199,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.write_bag:
         write_bag(seq, a.write_bag)
         print(f"wrote {a.write_bag}", file=sys.stderr)
-    print(f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}")
+    print(
+        f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}, RANSAC {a.ransac_px} px"
+    )
     print(
         "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
     )
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         right = [fn(f.rgb) for f in seq.right] if "stereo" in modes else None
         ms = 1000 * (time.perf_counter() - t0) / (len(feats) + len(right or []))
         for mode in modes:  # rows as they come: a slow model still leaves the others' results
-            r = run_vo(seq, feats, right, mode, a.ratio)
+            r = run_vo(seq, feats, right, mode, a.ratio, a.ransac_px)
             print(
                 f"| {method} | {mode} | {r['ate']:.3f} | {r['rpe_t']:.4f} | {r['rpe_r']:.3f} | {r['inliers']:.0f} "
                 f"| {r['failures']} | {ms:.0f} |",
