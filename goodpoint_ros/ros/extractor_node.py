@@ -73,7 +73,7 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
 )
 from goodpoint_ros.ros.frames import match_frames  # noqa: E402
 from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
-from goodpoint_ros.ros.vo import NodeOdometry  # noqa: E402
+from goodpoint_ros.ros.vo import Calibration, NodeOdometry  # noqa: E402
 from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
 # name -> (default, description). The single list the node, config/extractor.yaml and README share.
@@ -228,12 +228,9 @@ class ExtractorNode(Node):
         self.overheads: deque[float] = deque(maxlen=200)  # per frame: in-node latency minus extraction
         self.in_rate, self.out_rate = RateCounter(), RateCounter()
         self._warned: dict[str, float] = {}
-        self.K: np.ndarray | None = None
+        self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
         self.prev: dict | None = None  # previous processed frame: torch feats, numpy kpts, stamp
         self.tracker = TrackIds()
-        self.D: np.ndarray | None = None
-        self.P: np.ndarray | None = None
-        self.P_right: np.ndarray | None = None  # stereo: the right camera_info's P (baseline)
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_kpts = self.create_publisher(type(self._cloud_type()), "~/keypoints", out_qos)
@@ -321,12 +318,12 @@ class ExtractorNode(Node):
     def _on_info(self, msg: CameraInfo) -> None:
         k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
         d = np.asarray(msg.d, dtype=np.float64)
-        self.D = d if len(d) and np.any(d != 0) else None
-        self.P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-        self.K = k if k[0, 0] > 0 else None
+        self.calib = self.calib._replace(
+            K=k if k[0, 0] > 0 else None, D=d if len(d) and np.any(d != 0) else None
+        )  # callbacks run on one executor thread: no lost update between the two camera_infos
 
     def _on_right_info(self, msg: CameraInfo) -> None:
-        self.P_right = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+        self.calib = self.calib._replace(P_right=np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
 
     def _store(self, item: Any) -> None:
         now = time.monotonic()
@@ -334,7 +331,7 @@ class ExtractorNode(Node):
             self.received += 1
             if self._slot is not None:
                 self.dropped += 1
-            self._slot = (item, now)
+            self._slot = (item, now, self.calib)
         self.in_rate.tick(now)
         self._wake.set()
 
@@ -365,13 +362,13 @@ class ExtractorNode(Node):
             if not self._wake.wait(0.1):
                 continue
             with self._lock:
-                item, t_recv = self._slot if self._slot is not None else (None, 0.0)
+                item, t_recv, calib = self._slot if self._slot is not None else (None, 0.0, None)
                 self._slot = None
                 self._wake.clear()
             if item is None:
                 continue
             try:
-                self._process(item, t_recv)
+                self._process(item, t_recv, calib)
             except ImageDecodeError as e:
                 self.decode_errors += 1
                 self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
@@ -381,7 +378,7 @@ class ExtractorNode(Node):
                 self.errors += 1
                 self._warn("error", f"frame failed ({type(e).__name__}: {e}); continuing")
 
-    def _process(self, item: Any, t_recv: float) -> None:
+    def _process(self, item: Any, t_recv: float, calib: Calibration) -> None:
         from goodpoint_ros.features import to_numpy
 
         main = item[0] if isinstance(item, tuple) else item
@@ -412,7 +409,9 @@ class ExtractorNode(Node):
             self.tracker.reset()
             self.vo.restart()
         if prev is not None:
-            matches, dist, inliers = self._match(prev["torch"], feats[0], prev["np"]["keypoints"], cur["keypoints"], p)
+            matches, dist, inliers = self._match(
+                prev["torch"], feats[0], prev["np"]["keypoints"], cur["keypoints"], p, calib.K
+            )
         ids = self.tracker.update(len(cur["keypoints"]), matches if prev is not None else None, inliers)
 
         kp_depth = None
@@ -431,7 +430,9 @@ class ExtractorNode(Node):
         if self.mode == "stereo":
             right = to_numpy(feats[1])
             self.pub_right.publish(keypoints_to_cloud(right, item[1].header))
-            sm, sd, si = self._match(feats[0], feats[1], cur["keypoints"], right["keypoints"], p, method="fundamental")
+            sm, sd, si = self._match(
+                feats[0], feats[1], cur["keypoints"], right["keypoints"], p, calib.K, "fundamental"
+            )
             rstamp = (int(item[1].header.stamp.sec), int(item[1].header.stamp.nanosec))
             self.pub_stereo.publish(matches_to_cloud(sm, cur["keypoints"], right["keypoints"], sd, si, rstamp, header))
         stereo = (right["keypoints"], sm[si]) if self.mode == "stereo" else None
@@ -440,7 +441,7 @@ class ExtractorNode(Node):
 
             depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
         try:
-            self.vo.process(header, now_ns, cur["keypoints"], ids, depth, stereo)
+            self.vo.process(header, now_ns, cur["keypoints"], ids, depth, stereo, calib)
         except (ValueError, TypeError) as e:  # bad camera_info or depth: the features still go out
             self.vo.state = "error"
             self._warn("vo", f"odometry skipped this frame: {e}")
@@ -458,9 +459,18 @@ class ExtractorNode(Node):
         self.latencies.append(latency)
         self.overheads.append(latency - t_extract)
 
-    def _match(self, f0: dict, f1: dict, k0: np.ndarray, k1: np.ndarray, p: dict, method: str | None = None):
+    def _match(
+        self,
+        f0: dict,
+        f1: dict,
+        k0: np.ndarray,
+        k1: np.ndarray,
+        p: dict,
+        K: np.ndarray | None,
+        method: str | None = None,
+    ):
         method = method or p["verification_method"]
-        if method == "essential" and self.K is None:
+        if method == "essential" and K is None:
             self._warn("noK", "essential-matrix verification needs camera_info; publishing unverified matches")
         return match_frames(
             f0,
@@ -471,7 +481,7 @@ class ExtractorNode(Node):
             float(p["match_max_distance"]),
             method,
             float(p["verification_threshold"]),
-            self.K,
+            K,
         )
 
     # --- diagnostics ------------------------------------------------------------------------

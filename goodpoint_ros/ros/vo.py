@@ -11,7 +11,7 @@ Every output carries the input image's stamp.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from nav_msgs.msg import Odometry
@@ -25,6 +25,17 @@ from goodpoint_ros.odometry import (
     track_velocities,
 )
 from goodpoint_ros.ros.vo_msgs import odometry_message, tracks_message
+
+
+class Calibration(NamedTuple):
+    """What camera_info told the node: K, D (None: no distortion) and, for stereo, the right P.
+
+    Replaced whole on each camera_info, never mutated, so a frame keeps the calibration that had
+    arrived when it was received, whatever arrives while it waits for the worker."""
+
+    K: np.ndarray | None = None
+    D: np.ndarray | None = None
+    P_right: np.ndarray | None = None
 
 
 class NodeOdometry:
@@ -54,15 +65,15 @@ class NodeOdometry:
         """Time went backwards (bag loop): a new trajectory from the identity."""
         self.vo, self._vo_key, self._prev, self._last_odom_ns = None, None, None, None
 
-    def _odometry(self) -> VisualOdometry | None:
-        """The estimator for the current camera_info; rebuilt (new trajectory) when it changes."""
-        K, D = self.node.K, self.node.D
+    def _odometry(self, calib: Calibration) -> VisualOdometry | None:
+        """The estimator for ``calib``; rebuilt (new trajectory) when the calibration changes."""
+        K, D = calib.K, calib.D
         baseline = None
         if self.mode == "stereo":
-            if self.node.P_right is None:
+            if calib.P_right is None:
                 self.state = "no_right_camera_info"
                 return None
-            baseline = baseline_from_projection(self.node.P_right)
+            baseline = baseline_from_projection(calib.P_right)
         key = (K.tobytes(), None if D is None else D.tobytes(), baseline)
         if key != self._vo_key:
             self.vo = VisualOdometry(K, mode=self.mode, baseline=baseline, D=D, **self.vo_conf)
@@ -78,9 +89,11 @@ class NodeOdometry:
         ids: np.ndarray,
         depth: np.ndarray | None,
         stereo: tuple[np.ndarray, np.ndarray] | None,
+        calib: Calibration,
     ) -> None:
-        """One processed frame: ``stereo`` = (right keypoints, verified left/right matches Mx2)."""
-        K, D = self.node.K, self.node.D
+        """One processed frame: ``stereo`` = (right keypoints, verified left/right matches Mx2),
+        ``calib`` the calibration the frame arrived with."""
+        K, D = calib.K, calib.D
         if K is None:
             self.state = "no_camera_info"
             return
@@ -89,7 +102,7 @@ class NodeOdometry:
         if self.pub_odom is None:
             self.state = "tracks_only"
             return
-        vo = self._odometry()
+        vo = self._odometry(calib)
         if vo is None:
             return
         kw: dict[str, Any] = {}
