@@ -150,41 +150,50 @@ def run_method(label: str, fn, ims: list[np.ndarray], repeat: int, staged: bool)
 
 
 def bench_matching(args, images: list[np.ndarray]) -> list[dict]:
-    """Full vs per-set MNN vs OpenCV brute force on the same MD-Net descriptors."""
-    ex, why = load_model_extractor("mdnet", "torch", args.threads, args.match_keypoints)
+    """Full vs per-set MNN vs OpenCV brute force on the same MD-Net descriptors, per budget."""
+    ex, why = load_model_extractor(args.match_model, "torch", args.threads, max(args.match_keypoints))
     if ex is None:
-        raise RuntimeError(f"mdnet: {why}")
-    size = args.sizes[0]  # the smallest listed size keeps this cheap; the matcher cost depends on K, not on H x W
-    ims = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (images * 2)[:2]]
-    f0, f1 = (ex.extract(im) for im in ims)
-    d0, d1 = f0["descriptors"].contiguous(), f1["descriptors"].contiguous()
-    n0, n1 = d0.numpy(), d1.numpy()
-    bf = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
-    cases = {
-        "full MNN (match_mnn)": lambda: match_mnn(d0, d1),
-        "per-set MNN, N=2 (match_per_set)": lambda: match_per_set(d0, f0["detector"], d1, f1["detector"], num_sets=2),
-        "cv2.BFMatcher L2 crossCheck": lambda: bf.match(n0, n1),
-    }
-    orb = OpenCVFeatures("orb", args.match_keypoints)
+        raise RuntimeError(f"{args.match_model}: {why}")
+    # 640x480 has room for 2000+ NMS maxima; the matcher cost depends on K, not on H x W.
+    ims = [cv2.resize(im, (640, 480), interpolation=cv2.INTER_AREA) for im in (images * 2)[:2]]
+    rows = []
+    for budget in args.match_keypoints:
+        ex.set_detection(max_keypoints=budget)  # M: M/N per detector set, as the node extracts
+        rows += _match_budget(args, *(ex.extract(im) for im in ims))
+    orb = OpenCVFeatures("orb", max(args.match_keypoints))
     (_, b0), (_, b1) = (orb.detect_and_compute(im) for im in ims)
     bfh = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    rows = []
+    rows.append(_time_matcher("cv2.BFMatcher Hamming crossCheck (ORB)", lambda: bfh.match(b0, b1), args.match_repeat,
+                              f"{len(b0)}x{len(b1)}x{b0.shape[1] * 8} bit"))  # fmt: skip
+    rows[-1]["x_full"] = float("nan")
+    return rows
+
+
+def _match_budget(args, f0: dict, f1: dict) -> list[dict]:
+    """One budget: each torch matcher at 1 and --threads threads, then OpenCV, against full MNN."""
+    d0, d1 = f0["descriptors"].contiguous(), f1["descriptors"].contiguous()
     what = f"{len(d0)}x{len(d1)}x{d0.shape[1]} float"
+    cases = {
+        "full MNN (match_mnn)": lambda: match_mnn(d0, d1),
+        "per-set MNN, N=2 (match_per_set)": lambda: match_per_set(d0, f0["detector"], d1, f1["detector"], 2),
+    }
+    rows = []
     # torch matchers at 1 thread too: on a loaded machine every threaded op pays a scheduling
     # delay, which punishes the per-set matcher (more, smaller ops) more than its flops.
     for threads in sorted({1, args.threads}):
         torch.set_num_threads(threads)
-        for label, fn in list(cases.items())[:2]:
-            rows.append(_time_matcher(f"{label}, {threads} thread(s)", fn, args.match_repeat, what))
+        full = None
+        for label, fn in cases.items():
+            r = _time_matcher(f"{label}, {threads} thread(s)", fn, args.match_repeat, what)
+            full = full or r["best_ms"]
+            r["x_full"] = full / r["best_ms"]
+            rows.append(r)
     torch.set_num_threads(args.threads)
-    rows.append(
-        _time_matcher("cv2.BFMatcher L2 crossCheck", cases["cv2.BFMatcher L2 crossCheck"], args.match_repeat, what)
-    )
-    rows.append(_time_matcher("cv2.BFMatcher Hamming crossCheck (ORB)", lambda: bfh.match(b0, b1), args.match_repeat,
-                              f"{len(b0)}x{len(b1)}x{b0.shape[1] * 8} bit"))  # fmt: skip
-    full = rows[0]["best_ms"]
-    for r in rows:
-        r["x_full"] = r["best_ms"] / full
+    bf = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    n0, n1 = d0.numpy(), d1.numpy()
+    r = _time_matcher("cv2.BFMatcher L2 crossCheck", lambda: bf.match(n0, n1), args.match_repeat, what)
+    r["x_full"] = full / r["best_ms"]  # against full MNN at --threads
+    rows.append(r)
     return rows
 
 
@@ -229,7 +238,7 @@ def render(report: dict) -> str:
         lines += [
             "### Matching",
             "",
-            "| matcher | descriptors | matches | ms | best ms | x full MNN (best) |",
+            "| matcher | descriptors | matches | ms | best ms | speed-up over full MNN (best, same K and threads) |",
             "|---|---|---|---|---|---|",
         ]
         for r in report["matching"]:
@@ -253,14 +262,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backends", default="torch", help="comma-separated make_extractor backends, e.g. torch,onnxruntime"
     )
     p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget of every method")
-    p.add_argument("--match-keypoints", type=int, default=2000, help="keypoints per image for the matching bench")
-    p.add_argument("--match-repeat", type=int, default=10, help="timed repetitions of each matcher")
+    p.add_argument(
+        "--match-keypoints", type=int, nargs="+", default=[500, 1000, 2000], help="budgets M of the matching bench"
+    )
+    p.add_argument("--match-model", default="mdnet_small", choices=MODELS, help="MD-Net whose descriptors are matched")
+    p.add_argument("--match-repeat", type=int, default=30, help="timed repetitions of each matcher")
+    p.add_argument("--no-extraction", action="store_true", help="skip the extraction bench")
     p.add_argument("--no-matching", action="store_true", help="skip the matching bench")
     p.add_argument("--threads", type=int, default=2, help="torch / OpenCV / onnxruntime threads")
     p.add_argument("--output", help="also write the table (.md) and the numbers (.json next to it)")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if args.repeat < 1 or args.max_keypoints < 1 or args.match_keypoints < 2:
+    if args.repeat < 1 or args.max_keypoints < 1 or min(args.match_keypoints) < 2:
         p.error("--repeat, --max-keypoints must be >= 1 and --match-keypoints >= 2")
     return args
 
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "extraction": {},
         "notes": notes,
     }
-    for size in args.sizes:
+    for size in [] if args.no_extraction else args.sizes:
         key = f"{size[0]}x{size[1]}"
         print(f"extraction {key} ...", file=sys.stderr, flush=True)
         report["extraction"][key] = bench_extraction(args, images, size, notes)

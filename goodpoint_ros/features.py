@@ -138,6 +138,32 @@ def topk_keypoints(scores: torch.Tensor, mask: torch.Tensor, k: int, threshold: 
     return kpts, top, torch.isfinite(top)
 
 
+def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sub-pixel positions: the score-weighted mean of the (2r+1)^2 window around each keypoint.
+
+    A local soft-argmax on the heatmap (the common sub-pixel step of SuperPoint-style detectors),
+    so that points are not stuck on the integer grid that NMS and top-k pick from. ``scores`` is
+    BxNxHxW, ``keypoints`` BxNxKx2 integer (x, y); window pixels outside the map do not count.
+    Batched gathers only: no loop over keypoints, and it traces to ONNX.
+    """
+    if radius <= 0:
+        return keypoints
+    b, n, h, w = scores.shape
+    k = keypoints.shape[2]
+    r = torch.arange(-radius, radius + 1, device=scores.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], -1)  # Sx2 (x, y)
+    pos = keypoints.round().long()[..., None, :] + offsets  # BxNxKxSx2
+    x, y = pos[..., 0], pos[..., 1]
+    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+    flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, n, -1)
+    vals = torch.gather(scores.reshape(b, n, h * w).float(), 2, flat).view(b, n, k, -1)
+    weights = torch.where(inside, vals.clamp_min(0.0), torch.zeros_like(vals))
+    total = weights.sum(-1, keepdim=True)
+    shift = (weights[..., None] * offsets.to(weights)).sum(-2) / total.clamp_min(1e-12)
+    return keypoints + torch.where(total > 0, shift, torch.zeros_like(shift))
+
+
 def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, stride: int) -> torch.Tensor:
     """Bilinearly sample BxDxhxw descriptors at BxKx2 pixel positions; L2-normalised BxKxD.
 

@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from goodpoint_ros.checkpoint import CheckpointError, load_model, read_checkpoint, save_weights
-from goodpoint_ros.features import Extractor, extract_batch, nms_mask, pad_to_multiple, prepare_image
-from goodpoint_ros.matching import match_mnn, match_per_set
+from goodpoint_ros.features import (
+    Extractor,
+    extract_batch,
+    nms_mask,
+    pad_to_multiple,
+    prepare_image,
+    refine_keypoints,
+)
+from goodpoint_ros.matching import _mutual_nn, match_mnn, match_per_set
 from goodpoint_ros.models import build_model
 
 
@@ -27,6 +34,28 @@ def test_peak_in_odd_sized_image_is_reported_at_its_pixel():
     assert f["keypoints"].tolist() == [[51.0, 37.0]]
     assert f["descriptors"].shape == (1, 128)
     assert torch.allclose(f["descriptors"].norm(dim=1), torch.ones(1))
+
+
+def test_subpixel_refinement_recovers_an_off_grid_peak():
+    """A blob centred between pixels is found at its centre, not at the nearest pixel."""
+    h, w = 40, 50
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    centres = [(20.3, 12.6), (2.2, 30.0)]  # the second sits next to the left border
+    heat = sum(torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 0.8**2)) for cx, cy in centres)[None, None]
+    integer = torch.tensor([[[[20.0, 13.0], [2.0, 30.0]]]])
+    refined = refine_keypoints(heat, integer, 2)
+    assert torch.allclose(refined[0, 0, 0], torch.tensor([20.3, 12.6]), atol=0.05)
+    assert (refined[0, 0, 1] - torch.tensor([2.2, 30.0])).abs().max() < 0.3  # window cut by the border
+    assert torch.equal(refine_keypoints(heat, integer, 0), integer)  # radius 0: off
+    # through a model: refinement is on by default; radius 0 reports the peak pixel
+    model = build_model("goodpoint_small", {"max_keypoints": 1, "detection_threshold": 0.0}).eval()
+    one_blob = F.pad(heat * (xs > 10), (0, 6))  # 40 x 56: a multiple of the stride
+    dense = {"heatmap": one_blob, "descriptors": torch.randn(1, 128, 5, 7)}
+    sizes = torch.tensor([[40, 56]])
+    assert model.conf["subpixel_radius"] == 2
+    assert torch.allclose(model.detect(dense, sizes)[0]["keypoints"], torch.tensor([[20.3, 12.6]]), atol=0.05)
+    model.set_detection(subpixel_radius=0)
+    assert model.detect(dense, sizes)[0]["keypoints"].tolist() == [[20.0, 13.0]]
 
 
 def test_nms_never_keeps_two_points_closer_than_radius():
@@ -54,6 +83,23 @@ def test_mnn_returns_exactly_the_constructed_pairs():
     assert len(m_strict) == 0
 
 
+def test_mnn_equals_the_arg_max_definition_and_breaks_ties_like_it():
+    g = torch.Generator().manual_seed(3)
+    d0 = F.normalize(torch.randn(120, 16, generator=g), dim=1)
+    d1 = F.normalize(torch.randn(150, 16, generator=g), dim=1)
+    sim = d0 @ d1.t()
+    nn01, nn10 = sim.argmax(1), sim.argmax(0)
+    want = [(i, int(j)) for i, j in enumerate(nn01) if int(nn10[j]) == i]
+    assert match_mnn(d0, d1)[0].tolist() == [list(p) for p in want]
+    # duplicate descriptors (equal up to the product's rounding): one match per descriptor of 1
+    dup = torch.cat([d1[:5], d1[:5]])
+    m, dist = match_mnn(dup, d1)
+    assert sorted(m[:, 1].tolist()) == list(range(5))
+    assert ((m[:, 0] % 5) == m[:, 1]).all() and (dist < 1e-3).all()
+    keep, nn01, _ = _mutual_nn(torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.5]]]), None, None)
+    assert keep.tolist() == [[True, False, True]] and nn01.tolist() == [[0, 0, 1]]  # exact tie: first row
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"ratio": 0.95}, {"max_distance": 1.2}, {"ratio": 0.9, "max_distance": 1.3}])
 def test_per_set_matching_equals_full_matching_restricted_to_each_set(kwargs):
     g = torch.Generator().manual_seed(2)
@@ -63,9 +109,16 @@ def test_per_set_matching_equals_full_matching_restricted_to_each_set(kwargs):
     det1 = torch.randint(0, 3, (280,), generator=g)
     det1[det1 == 2] = 0
     det1[7] = 2  # uneven sets, one with a single keypoint (no second neighbour for the ratio test)
-    got, dist = match_per_set(d0, det0, d1, det1, 4, **kwargs)  # set 3 is empty in both
+    cases = [(det0, det1, 4)]  # set 3 is empty in both
+    cases.append((torch.arange(300) % 2, torch.arange(280) % 2, 2))  # equal sets: the unpadded path
+    for det0, det1, n in cases:
+        _check_per_set(d0, det0, d1, det1, n, kwargs)
+
+
+def _check_per_set(d0, det0, d1, det1, n, kwargs):
+    got, dist = match_per_set(d0, det0, d1, det1, n, **kwargs)
     want, want_dist = [], []
-    for s in range(4):
+    for s in range(n):
         i0, i1 = torch.nonzero(det0 == s)[:, 0], torch.nonzero(det1 == s)[:, 0]
         m, d = match_mnn(d0[i0], d1[i1], **kwargs)
         want += [(int(i0[a]), int(i1[b])) for a, b in m.tolist()]

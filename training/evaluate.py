@@ -194,6 +194,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             # for a worker to be scheduled, which swamps the cost of small products (bench/extract.py).
             torch.set_num_threads(args.match_threads)
             kw = {"thresholds": args.thresholds, "coverage_radius": args.coverage_radius, "epsilon": args.epsilon}
+            kw["match_repeat"] = args.match_repeat
             shape0, shape1 = p.image0.shape[:2], p.image1.shape[:2]
             rows.append(evaluate_pair(f0, f1, p.H, shape0, shape1, per_set=False, valid1=p.valid1, **kw))
             multi = len(f0["detector"]) and max(int(f0["detector"].max()), int(f1["detector"].max(initial=0))) > 0
@@ -309,10 +310,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--match-threads", type=int, default=1, help="torch threads while matching (timed)")
+    p.add_argument("--match-repeat", type=int, default=5, help="matching time: the fastest of this many runs")
     p.add_argument("--output-dir", default="out/eval", help="where results.json and results.md go")
     args = p.parse_args(argv)
-    if args.max_keypoints <= 0 or (args.pairs is not None and args.pairs <= 0) or args.match_threads <= 0:
-        p.error("--max-keypoints, --pairs and --match-threads must be positive")
+    if (
+        args.max_keypoints <= 0
+        or (args.pairs is not None and args.pairs <= 0)
+        or args.match_threads <= 0
+        or args.match_repeat <= 0
+    ):
+        p.error("--max-keypoints, --pairs, --match-threads and --match-repeat must be positive")
     if args.epsilon not in args.thresholds:
         args.thresholds = sorted(set(args.thresholds) | {args.epsilon})
     return args

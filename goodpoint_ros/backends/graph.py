@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import nms_mask, sample_descriptors, topk_keypoints, valid_mask
+from goodpoint_ros.features import nms_mask, refine_keypoints, sample_descriptors, topk_keypoints, valid_mask
 from goodpoint_ros.models import GoodPoint, MDNet
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
 # Bump when the graph's inputs/outputs or post-processing change: it is part of the cache key.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2  # 2: sub-pixel refinement (subpixel_radius)
 
 
 def dense_keys(model: nn.Module) -> tuple[str, int]:
@@ -68,6 +68,7 @@ class ExportGraph(nn.Module):
         # the top-k of "mask" filtered by "score > t", so this is the torch result.
         kpts, top, _ = topk_keypoints(heat, mask, self.k, -1.0)
         valid = top > -1.0  # not isfinite(): IsInf is missing from older TensorRT parsers
+        kpts = refine_keypoints(heat, kpts, c.get("subpixel_radius", 0))
         n = kpts.shape[1]
         kpts = kpts.reshape(b, -1, 2)
         desc = sample_descriptors(dense["descriptors"], kpts, self.stride)

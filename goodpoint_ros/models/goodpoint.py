@@ -11,6 +11,9 @@ Deviations, on purpose:
   code); it makes from-scratch training on small CPU batches stable.
 - ``channels``/``head_channels``/``descriptor_dim`` are configurable so ``goodpoint_small`` can
   run in real time on a CPU; the default values are the paper's.
+- Keypoints are refined to sub-pixel positions (``subpixel_radius``, a 5x5 soft-argmax on the
+  confidence map; the paper reads integer pixels). On pairs of training photos (not the held-out
+  set) it raised the harmonic mean of the shipped goodpoint_small by 0.017 (README); 0 turns it off.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import nms_mask, sample_descriptors, split_batch, topk_keypoints, valid_mask
+from goodpoint_ros.features import (
+    nms_mask,
+    refine_keypoints,
+    sample_descriptors,
+    split_batch,
+    topk_keypoints,
+    valid_mask,
+)
 from goodpoint_ros.models.base import BaseModel
 
 
@@ -47,8 +57,9 @@ class GoodPoint(BaseModel):
         "detection_threshold": 0.015,  # softmax over 64 cells: uniform is 1/64 = 0.0156
         "nms_radius": 4,
         "remove_borders": 4,
+        "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
     }
-    detection_keys = ("max_keypoints", "detection_threshold", "nms_radius", "remove_borders")
+    detection_keys = ("max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius")
 
     def __init__(self, conf: dict | None = None, **kwargs) -> None:
         super().__init__(conf, **kwargs)
@@ -85,6 +96,7 @@ class GoodPoint(BaseModel):
         heat = dense["heatmap"]
         mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
         kpts, scores, valid = topk_keypoints(heat, mask, c["max_keypoints"] * budget_scale, c["detection_threshold"])
+        kpts = refine_keypoints(heat, kpts, c["subpixel_radius"])
         b = kpts.shape[0]
         desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 8).view(*kpts.shape[:3], -1)
         return split_batch(kpts, scores, desc, torch.zeros_like(valid, dtype=torch.uint8), valid)

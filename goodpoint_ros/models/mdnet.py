@@ -15,6 +15,8 @@ Deviations, on purpose (the paper's Fig. 2 with the exact layer list is not in t
   per-channel normalisation across the batch makes a constant descriptor impossible.
 - Heatmaps go through a sigmoid so that the paper's 0.7 threshold is meaningful.
 - ``channels`` is configurable; ``mdnet_small`` halves the widths (64-d descriptors) for CPUs.
+- Keypoints are refined to sub-pixel positions (``subpixel_radius``: a 5x5 soft-argmax on their
+  heatmap; the paper keeps integer local maxima); 0 turns it off.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import nms_mask, sample_descriptors, split_batch, topk_keypoints, valid_mask
+from goodpoint_ros.features import (
+    nms_mask,
+    refine_keypoints,
+    sample_descriptors,
+    split_batch,
+    topk_keypoints,
+    valid_mask,
+)
 from goodpoint_ros.models.base import BaseModel
 
 
@@ -43,6 +52,7 @@ class MDNet(BaseModel):
         "remove_borders": 4,
         "multiscale": False,
         "pyramid_min_size": 256,
+        "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
     }
     detection_keys = (
         "max_keypoints",
@@ -51,6 +61,7 @@ class MDNet(BaseModel):
         "remove_borders",
         "multiscale",
         "pyramid_min_size",
+        "subpixel_radius",
     )
 
     def __init__(self, conf: dict | None = None, **kwargs) -> None:
@@ -96,6 +107,7 @@ class MDNet(BaseModel):
         mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
         per_det = int(c["max_keypoints"] * budget_scale) // n
         kpts, scores, valid = topk_keypoints(heat, mask, per_det, c["detection_threshold"])
+        kpts = refine_keypoints(heat, kpts, c["subpixel_radius"])
         desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 1).view(*kpts.shape[:3], -1)
         detector = torch.arange(n, device=heat.device).view(1, n, 1).expand_as(valid)
         return split_batch(kpts, scores, desc, detector, valid)

@@ -85,6 +85,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_keypoints": (1000, "keypoints per image (run-time)"),
     "detection_threshold": (-1.0, "score threshold; < 0 keeps the model's default (run-time)"),
     "nms_radius": (-1, "NMS radius in pixels; < 0 keeps the model's default (run-time)"),
+    "subpixel_radius": (-1, "sub-pixel refinement window radius, 0 = off; < 0 keeps the model's default (run-time)"),
     "input_mode": ("mono", "mono | stereo (left/image + right/image) | rgbd (image + depth)"),
     "compressed": (False, "subscribe to <image>/compressed (CompressedImage) instead of Image"),
     "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) | reliable"),
@@ -109,6 +110,7 @@ RUNTIME = {
     "max_keypoints",
     "detection_threshold",
     "nms_radius",
+    "subpixel_radius",
     "match_ratio",
     "match_max_distance",
     "verification_method",
@@ -297,6 +299,8 @@ class ExtractorNode(Node):
             conf["detection_threshold"] = float(p["detection_threshold"])
         if int(p["nms_radius"]) >= 0:
             conf["nms_radius"] = int(p["nms_radius"])
+        if int(p["subpixel_radius"]) >= 0:
+            conf["subpixel_radius"] = int(p["subpixel_radius"])
         self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys})
 
     def _on_params(self, params: list) -> SetParametersResult:
