@@ -26,7 +26,9 @@ def _mutual_nn(
     # column's maximum.
     col_max = sim.amax(1)
     keep = val >= torch.gather(col_max, 1, nn01)
-    # Exact ties within a column (duplicate descriptors): keep only the first row, as an arg-max.
+    # Exact ties within a column (duplicates, binary descriptors): of the rows that choose this
+    # column and reach its maximum, keep the first. (A column arg-max would pick the first row
+    # reaching the maximum even if that row prefers another column, leaving this one unmatched.)
     col = nn01 + k1 * torch.arange(s, device=sim.device)[:, None]
     rows = torch.arange(k0, device=sim.device).expand(s, k0)
     first = torch.full((s * k1,), k0, dtype=torch.long, device=sim.device)
