@@ -164,6 +164,18 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int)
     return keypoints + torch.where(total > 0, shift, torch.zeros_like(shift))
 
 
+def select_keypoints(heat: torch.Tensor, sizes: torch.Tensor, conf: dict, k: int, threshold: float):
+    """Heatmap -> keypoints, the one detection path of every model and of the export graph:
+    NMS maxima away from the borders (``nms_radius``, ``remove_borders``), the top ``k`` per map
+    above ``threshold``, refined to sub-pixel positions (``subpixel_radius``, 0 when absent).
+
+    Returns ``topk_keypoints``' BxNxkx2 keypoints, BxNxk scores and validity mask.
+    """
+    mask = nms_mask(heat, conf["nms_radius"]) & valid_mask(heat.shape, sizes, conf["remove_borders"])
+    kpts, scores, valid = topk_keypoints(heat, mask, k, threshold)
+    return refine_keypoints(heat, kpts, conf.get("subpixel_radius", 0)), scores, valid
+
+
 def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, stride: int) -> torch.Tensor:
     """Bilinearly sample BxDxhxw descriptors at BxKx2 pixel positions; L2-normalised BxKxD.
 

@@ -58,7 +58,8 @@ def match_mnn(
 
     Returns matches Mx2 (index in 0, index in 1), ordered by the index in 0, and their Euclidean
     descriptor distances M. ``ratio``: Lowe's test on distances (nearest < ratio * second nearest)
-    in each direction that has a second neighbour. ``max_distance``: drop matches whose descriptor distance exceeds it.
+    in each direction that has a second neighbour. ``max_distance``: drop matches whose
+    descriptor distance exceeds it.
     """
     if desc0.shape[0] == 0 or desc1.shape[0] == 0:
         return torch.empty((0, 2), dtype=torch.long, device=desc0.device), torch.empty(0, device=desc0.device)

@@ -83,7 +83,7 @@ def test_mnn_returns_exactly_the_constructed_pairs():
     assert len(m_strict) == 0
 
 
-def test_mnn_equals_the_arg_max_definition_and_breaks_ties_like_it():
+def test_mnn_equals_the_arg_max_definition_and_keeps_one_row_per_tied_column():
     g = torch.Generator().manual_seed(3)
     d0 = F.normalize(torch.randn(120, 16, generator=g), dim=1)
     d1 = F.normalize(torch.randn(150, 16, generator=g), dim=1)

@@ -13,8 +13,8 @@ masked mean of (blr(warp(P)) - blr(P_h))^2 (Eq. 4); descriptors L_gt + L_wrong +
 Deviations and choices the paper leaves open (all configurable):
 - theta_dist is not given in the paper: 4 px. With 8 px (half of a 16 px K_h cell, our first
   choice) a pair 8 px apart still makes a target at its midpoint, so points that snap to the 8 px
-  cell borders of the detector head (one-off check: x mod 8 in {7, 0} for 58 % of the points of the
-  2902-step goodpoint_small) are never pulled off them. Fine-tuning that model 2100 more steps with
+  cell borders of the detector head (`bench/grid_snap.py`: x mod 8 in {7, 0} for 58 % of the points of
+  the 2902-step goodpoint_small) are never pulled off them. Fine-tuning that model 2100 more steps with
   4 px instead of 8 gave validation HM 0.439 vs 0.408 and MMA@1 0.113 vs 0.091 at step 5000 (the
   two runs' log.csv; README, "Trained weights").
 - Points are also dropped where the warp pulled in black border (the pair's valid masks).

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import nms_mask, refine_keypoints, sample_descriptors, topk_keypoints, valid_mask
+from goodpoint_ros.features import sample_descriptors, select_keypoints
 from goodpoint_ros.models import GoodPoint, MDNet
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
@@ -62,13 +62,11 @@ class ExportGraph(nn.Module):
         dense = self.model(image)
         heat = dense[self.heat_key].float()
         c = self.model.conf
-        mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
         # threshold -1: every masked-in candidate competes (scores are probabilities in [0, 1]);
         # the real threshold is applied after the graph. The top-k of "mask & score > t" equals
         # the top-k of "mask" filtered by "score > t", so this is the torch result.
-        kpts, top, _ = topk_keypoints(heat, mask, self.k, -1.0)
+        kpts, top, _ = select_keypoints(heat, sizes, c, self.k, -1.0)
         valid = top > -1.0  # not isfinite(): IsInf is missing from older TensorRT parsers
-        kpts = refine_keypoints(heat, kpts, c.get("subpixel_radius", 0))
         n = kpts.shape[1]
         kpts = kpts.reshape(b, -1, 2)
         desc = sample_descriptors(dense["descriptors"], kpts, self.stride)

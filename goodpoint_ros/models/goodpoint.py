@@ -22,14 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import (
-    nms_mask,
-    refine_keypoints,
-    sample_descriptors,
-    split_batch,
-    topk_keypoints,
-    valid_mask,
-)
+from goodpoint_ros.features import sample_descriptors, select_keypoints, split_batch
 from goodpoint_ros.models.base import BaseModel
 
 
@@ -94,9 +87,9 @@ class GoodPoint(BaseModel):
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
         c = self.conf
         heat = dense["heatmap"]
-        mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
-        kpts, scores, valid = topk_keypoints(heat, mask, c["max_keypoints"] * budget_scale, c["detection_threshold"])
-        kpts = refine_keypoints(heat, kpts, c["subpixel_radius"])
+        kpts, scores, valid = select_keypoints(
+            heat, sizes, c, c["max_keypoints"] * budget_scale, c["detection_threshold"]
+        )
         b = kpts.shape[0]
         desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 8).view(*kpts.shape[:3], -1)
         return split_batch(kpts, scores, desc, torch.zeros_like(valid, dtype=torch.uint8), valid)

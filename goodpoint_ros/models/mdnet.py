@@ -27,14 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import (
-    nms_mask,
-    refine_keypoints,
-    sample_descriptors,
-    split_batch,
-    topk_keypoints,
-    valid_mask,
-)
+from goodpoint_ros.features import sample_descriptors, select_keypoints, split_batch
 from goodpoint_ros.models.base import BaseModel
 
 
@@ -104,10 +97,8 @@ class MDNet(BaseModel):
         c = self.conf
         heat = dense["heatmaps"]
         b, n = heat.shape[:2]
-        mask = nms_mask(heat, c["nms_radius"]) & valid_mask(heat.shape, sizes, c["remove_borders"])
         per_det = int(c["max_keypoints"] * budget_scale) // n
-        kpts, scores, valid = topk_keypoints(heat, mask, per_det, c["detection_threshold"])
-        kpts = refine_keypoints(heat, kpts, c["subpixel_radius"])
+        kpts, scores, valid = select_keypoints(heat, sizes, c, per_det, c["detection_threshold"])
         desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 1).view(*kpts.shape[:3], -1)
         detector = torch.arange(n, device=heat.device).view(1, n, 1).expand_as(valid)
         return split_batch(kpts, scores, desc, detector, valid)
