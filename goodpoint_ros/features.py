@@ -210,6 +210,16 @@ def split_batch(kpts, scores, desc, detector, valid) -> list[dict[str, torch.Ten
     return out
 
 
+def rescale_keypoints(keypoints: torch.Tensor, src_hw: Sequence[int], dst_hw: Sequence[int]) -> torch.Tensor:
+    """Map (x, y) pixel centres from an image of size ``src_hw`` to one resized to ``dst_hw``.
+
+    ``F.interpolate(align_corners=False)`` aligns pixel *edges*, so centres map as
+    (x + 0.5) * W / w - 0.5; plain ``x / s`` is off by 0.5 * (1 / s - 1) px (~1 px at s = 0.35).
+    """
+    factor = keypoints.new_tensor([dst_hw[1] / src_hw[1], dst_hw[0] / src_hw[0]])
+    return (keypoints + 0.5) * factor - 0.5
+
+
 def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor) -> list[dict]:
     """Run ``model`` on CxHxW images (same channels, any sizes) and return one feature dict each.
 
@@ -227,10 +237,15 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor) -> list[
             h, w = (int(round(v * s)) for v in batch.shape[-2:])
             h, w = (int(math.ceil(v / model.pad_to) * model.pad_to) for v in (h, w))
             sb = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
-            ss = (sizes.float() * s).floor().long()
+            ss = (
+                (sizes.float() * sizes.new_tensor([h / batch.shape[-2], w / batch.shape[-1]], dtype=torch.float32))
+                .floor()
+                .long()
+            )
         feats = model.detect(model(sb), ss, budget_scale=1.0)
-        for f in feats:
-            f["keypoints"] = f["keypoints"] / s
+        if s != 1.0:
+            for f in feats:
+                f["keypoints"] = rescale_keypoints(f["keypoints"], sb.shape[-2:], batch.shape[-2:])
         per_scale.append(feats)
     return [model.merge_scales([p[i] for p in per_scale]) for i in range(len(sizes))]
 
