@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,9 @@ apply_fastdds_profile()
 from goodpoint_ros.images import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the node harness is test code
+from probe import NodeProcess, Probe  # noqa: E402
 
 
 def measure(probe: Probe, pub, frames: list[np.ndarray], rate: float, base: int) -> dict:

@@ -3,7 +3,7 @@
 Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), runs the same extraction,
 matching, verification and track ids as the live node, and writes an mcap bag holding
 ``<prefix>/keypoints`` and ``<prefix>/matches`` in exactly the node's PointCloud2 layouts (built
-from ``goodpoint_ros.ros.layout``), stamped with the input images' headers and bag times. Every
+from ``goodpoint_ros.layout``), stamped with the input images' headers and bag times. Every
 frame is processed: offline there is nothing to drop.
 """
 
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> dict:
 
     from goodpoint_ros.backends import make_extractor
     from goodpoint_ros.features import to_numpy
+    from goodpoint_ros.frames import match_frames
     from goodpoint_ros.image_codec import ImageDecodeError, decode_image
-    from goodpoint_ros.ros.frames import match_frames
-    from goodpoint_ros.ros.layout import build_cloud, keypoints_array, matches_array
+    from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
     from goodpoint_ros.tracking import TrackIds
 
     src, dst = Path(args.input), Path(args.output)

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.layout import field_specs, keypoints_dtype  # noqa: E402
 from goodpoint_ros.ros.conversions import (  # noqa: E402
     ImageDecodeError,
     compressed_to_numpy,
@@ -23,7 +24,6 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
     read_keypoints,
     read_matches,
 )
-from goodpoint_ros.ros.layout import field_specs, keypoints_dtype  # noqa: E402
 
 
 @pytest.fixture(scope="module")

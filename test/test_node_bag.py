@@ -16,7 +16,7 @@ from rosbags.rosbag2 import Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 from goodpoint_ros.images import sample_photo  # noqa: E402
-from goodpoint_ros.ros.layout import read_keypoints, read_matches  # noqa: E402
+from goodpoint_ros.layout import read_keypoints, read_matches  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

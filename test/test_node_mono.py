@@ -20,6 +20,7 @@ apply_fastdds_profile()  # before any participant exists in this process (collec
 
 import cv2  # noqa: E402
 import yaml  # noqa: E402
+from probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -28,7 +29,6 @@ from goodpoint_ros.geometry import warp_points  # noqa: E402
 from goodpoint_ros.images import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence, frame_to_frame  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
 DOMAIN = 61
 N_FRAMES = 50

@@ -58,11 +58,11 @@ from goodpoint_ros.ros.extractor_node import apply_fastdds_profile  # noqa: E402
 apply_fastdds_profile()
 
 import cv2  # noqa: E402
+from probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
 from goodpoint_ros.images import sample_pair, sample_photo  # noqa: E402
+from goodpoint_ros.layout import read_keypoints, read_matches  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
-from goodpoint_ros.ros.layout import read_keypoints, read_matches  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
 DOMAIN = 63
 

@@ -28,10 +28,10 @@ from goodpoint_ros.ros.extractor_node import apply_fastdds_profile  # noqa: E402
 apply_fastdds_profile()
 
 from nav_msgs.msg import Odometry  # noqa: E402
+from probe import NodeProcess, Probe  # noqa: E402
 from sensor_msgs.msg import CameraInfo, PointCloud  # noqa: E402
 
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
-from goodpoint_ros.ros.probe import NodeProcess, Probe  # noqa: E402
 from goodpoint_ros.ros.vo_msgs import MAX_EXACT_ID, TRACK_CHANNELS, parse_tracks, pose_from_odometry  # noqa: E402
 from goodpoint_ros.synthetic import camera_info_p, render_sequence, trajectory  # noqa: E402
 
@@ -308,9 +308,9 @@ def test_stereo_and_mono_odometry_through_the_node(mode):
 def _offline_mono(seq) -> np.ndarray:
     """The node's mono pipeline without ROS: ORB, frame matching + verification, track ids, VO."""
     from goodpoint_ros.features import to_numpy
+    from goodpoint_ros.frames import match_frames
     from goodpoint_ros.odometry import VisualOdometry
     from goodpoint_ros.ros.extractor_node import OrbExtractor
-    from goodpoint_ros.ros.frames import match_frames
     from goodpoint_ros.tracking import TrackIds
 
     ext = OrbExtractor()

@@ -1,1 +1,1 @@
-"""ROS 2 side of goodpoint_ros: the only package that imports rclpy (``layout`` stays ROS-free)."""
+"""ROS 2 side of goodpoint_ros: every module here imports rclpy; the ROS-free core is the package above."""

@@ -22,7 +22,7 @@ from goodpoint_ros.image_codec import (
     image_to_numpy,
     to_model_input,
 )
-from goodpoint_ros.ros.layout import (
+from goodpoint_ros.layout import (
     build_cloud,
     keypoints_array,
     matches_array,

@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, PointCloud2
 
+    from goodpoint_ros.layout import read_keypoints, read_matches
     from goodpoint_ros.ros.conversions import decode_image
-    from goodpoint_ros.ros.layout import read_keypoints, read_matches
 
     env = dict(os.environ)
     ns = "/goodpoint_demo"

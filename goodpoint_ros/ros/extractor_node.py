@@ -62,6 +62,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from goodpoint_ros.frames import match_frames  # noqa: E402
 from goodpoint_ros.models import DEFAULT_MODEL  # noqa: E402
 from goodpoint_ros.ros.conversions import (  # noqa: E402
     ImageDecodeError,
@@ -71,7 +72,6 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
     matches_to_cloud,
     numpy_to_image,
 )
-from goodpoint_ros.ros.frames import match_frames  # noqa: E402
 from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
 from goodpoint_ros.ros.vo import Calibration, NodeOdometry  # noqa: E402
 from goodpoint_ros.tracking import TrackIds  # noqa: E402

@@ -1,4 +1,4 @@
-"""Drive and observe a running extractor node from another process (tests, bench).
+"""Drive and observe a running extractor node from another process (the node tests and bench/node.py).
 
 ``NodeProcess`` starts ``extractor`` in a subprocess on a chosen ROS domain; ``Probe`` is a plain
 rclpy node in its own context that publishes images and records every output message with its
@@ -23,7 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
-from goodpoint_ros.ros.layout import read_keypoints, read_matches
+from goodpoint_ros.layout import read_keypoints, read_matches
 
 
 def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int = 0) -> str:
