@@ -102,8 +102,9 @@ def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None,
 
 def load_model(name: str, weights: str | Path | None = "default", conf: dict | None = None) -> BaseModel:
     """A model by registry ``name`` with ``weights``: ``"default"`` (the shipped file for
-    ``name``, or random weights with a warning if none ships), ``None``/``"random"``, a shipped
-    name, or a path. ``conf`` may only change detection parameters of a checkpoint."""
+    ``name``; refused if none ships, since random weights give no usable features),
+    ``None``/``"random"`` (an untrained network, for tests and training), a shipped name, or a
+    path. ``conf`` may only change detection parameters of a checkpoint."""
     if name not in MODELS:
         raise KeyError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
     if weights in (None, "", "random", "none"):
@@ -111,10 +112,11 @@ def load_model(name: str, weights: str | Path | None = "default", conf: dict | N
     if weights == "default":
         path = shipped_weights(name)
         if not path.is_file():
-            import warnings
-
-            warnings.warn(f"no trained weights ship for '{name}': using random weights", stacklevel=2)
-            return build_model(name, conf)
+            trained = ", ".join(n for n in MODELS if shipped_weights(n).is_file())
+            raise CheckpointError(
+                f"no trained weights ship for model '{name}' (trained: {trained}); "
+                "give a weights file, or weights 'random' for an untrained network"
+            )
     elif isinstance(weights, str) and weights in MODELS:
         path = shipped_weights(weights)
     else:
