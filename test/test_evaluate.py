@@ -89,3 +89,13 @@ def test_random_weight_runs_are_reproducible(photo_dir, tmp_path):
         (res,) = json.loads((out / "results.json").read_text())["methods"].values()
         results.append({k: v for k, v in res.items() if "_ms" not in k and "time" not in k})
     assert results[0] == results[1]
+
+
+def test_pairs_at_camera_resolution(photo_dir):
+    from training.evaluate import generated_pairs
+
+    pairs = list(generated_pairs(photo_dir, 3, seed=1, max_side=None, size=(320, 240)))
+    assert [p.image0.shape[:2] for p in pairs] == [(240, 320)] * 3
+    assert all(p.image1.shape == p.image0.shape for p in pairs)
+    with pytest.raises(SystemExit):
+        main(["--photos", str(photo_dir), "--size", "640by480"])

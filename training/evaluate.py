@@ -61,6 +61,18 @@ def _scale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, np.ndar
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.diag([sx, sy, 1.0])
 
 
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale to cover ``size`` (width, height) keeping the aspect ratio, then crop the centre: every
+    pair at exactly a camera's resolution (e.g. 640x480), whatever the photo's shape."""
+    w, h = size
+    s = max(w / image.shape[1], h / image.shape[0])
+    if abs(s - 1.0) > 1e-9:
+        new = (max(w, round(image.shape[1] * s)), max(h, round(image.shape[0] * s)))
+        image = cv2.resize(image, new, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w])
+
+
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return (image / 257.0).round().astype(np.uint8)
@@ -94,10 +106,18 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
                 return
 
 
-def generated_pairs(folder: Path, count: int, seed: int, max_side: int | None, noise: bool = True) -> Iterator[Pair]:
+def generated_pairs(
+    folder: Path,
+    count: int,
+    seed: int,
+    max_side: int | None,
+    noise: bool = True,
+    size: tuple[int, int] | None = None,
+) -> Iterator[Pair]:
     """``count`` pairs from the photos in ``folder`` (cycled in sorted order): image 1 is image 0
     warped by a random homography; both get independent photometric noise. Pair i depends only
-    on (seed, i) and the photo, so results are reproducible."""
+    on (seed, i) and the photo, so results are reproducible. ``size`` (width, height) fits every
+    photo to that resolution first (``_fit``) instead of ``max_side``."""
     from training.augment import photometric, sample_homography, warp_mask
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT) if folder.is_dir() else []
@@ -105,7 +125,8 @@ def generated_pairs(folder: Path, count: int, seed: int, max_side: int | None, n
         raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
     for i in range(count):
         path = files[i % len(files)]
-        im0, _ = _scale(_to_uint8(read_image(path)), max_side)
+        im0 = _to_uint8(read_image(path))
+        im0 = _fit(im0, size) if size else _scale(im0, max_side)[0]
         h, w = im0.shape[:2]
         rng = np.random.default_rng([seed, i])
         H = sample_homography(h, w, rng)
@@ -178,7 +199,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.hpatches:
         pairs = list(hpatches_pairs(Path(args.hpatches), args.max_side, args.subset, args.pairs))
     else:
-        pairs = list(generated_pairs(Path(args.photos), args.pairs or 20, args.seed, args.max_side, not args.no_noise))
+        pairs = list(
+            generated_pairs(Path(args.photos), args.pairs or 20, args.seed, args.max_side, not args.no_noise, args.size)
+        )
     if not pairs:
         raise EvalError("no pairs to evaluate")
     results: dict[str, dict] = {}
@@ -222,6 +245,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "num_pairs": len(pairs),
         "max_keypoints": args.max_keypoints,
         "max_side": args.max_side,
+        "size": f"{args.size[0]}x{args.size[1]}" if getattr(args, "size", None) else None,
         "epsilon": args.epsilon,
         "coverage_radius": args.coverage_radius,
         "torch_threads": torch.get_num_threads(),
@@ -250,7 +274,7 @@ def markdown(report: dict, thresholds: list[float]) -> str:
     head += [f"H-acc@{x:g}" for x in t] + ["Sep@3", "match ms", "extract ms"]
     lines = [
         f"Source: {report['source']}, {report['num_pairs']} pairs, budget {report['max_keypoints']} keypoints, "
-        f"max side {report['max_side']}, correct within {report['epsilon']:g} px, coverage r = "
+        f"{'size ' + report['size'] if report.get('size') else 'max side ' + str(report['max_side'])}, correct within {report['epsilon']:g} px, coverage r = "
         f"{report['coverage_radius']:g} px, {report['torch_threads']} torch threads "
         f"({report['match_threads']} while matching).",
         "",
@@ -284,6 +308,16 @@ def _json_safe(x):
     return x
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT (e.g. 640x480)") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"'{text}': width and height must be at least 16")
+    return w, h
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="goodpoint-eval", description="Evaluate keypoint methods on homography pairs.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -301,6 +335,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homographies and noise")
     p.add_argument("--no-noise", action="store_true", help="generated pairs without photometric noise")
     p.add_argument("--max-side", type=int, default=640, help="downscale images to this longer side (0: never)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        metavar="WxH",
+        help="generated pairs: fit every photo to exactly this resolution (cover + centre crop), e.g. 640x480; "
+        "overrides --max-side",
+    )
     p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget shared by all methods")
     p.add_argument("--threshold", type=float, default=None, help="override the detection threshold of our models")
     p.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 3.0, 5.0], help="MMA / H-accuracy px")
