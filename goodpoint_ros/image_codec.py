@@ -9,10 +9,19 @@ rclpy messages and ``rosbags`` deserialised messages both work.
 Raw images are parsed with ``np.frombuffer`` after checking encoding, step and size, so a malformed
 message raises one ``ImageDecodeError`` with a one-line reason instead of garbage or a crash.
 Encodings are matched case-insensitively (``8uc1`` is ``8UC1``).
+
+Decompression bombs: every decode function takes ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``,
+a little above 4K: 3840x2160 and 4096x2160 pass, 5K is refused; ``None`` or 0 disables the check).
+A raw image's ``width*height`` and a compressed image's header (PNG IHDR, JPEG SOFn, WebP
+VP8/VP8L/VP8X, BMP, PNM, TIFF) are checked before anything is allocated or decoded, so a 16 KB PNG
+that claims 16000x16000 costs nothing. Compressed formats whose header is not read here (GIF, AVIF,
+HDR, JPEG 2000...) are refused, never decoded unchecked. Both refusals are ``ImageDecodeError``s, so
+callers count them with the other decode errors.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import cv2
@@ -21,6 +30,10 @@ import numpy as np
 __all__ = [
     "ImageDecodeError",
     "ENCODINGS",
+    "DEFAULT_MAX_PIXELS",
+    "encoded_size",
+    "check_pixels",
+    "decode_bytes",
     "canonical_encoding",
     "image_to_numpy",
     "compressed_to_numpy",
@@ -29,6 +42,7 @@ __all__ = [
     "to_model_input",
     "decode_image",
     "depth_to_meters",
+    "normalize_float",
 ]
 
 
@@ -70,6 +84,10 @@ _BAYER_TO_RGB = {
 }
 _COMPRESSED_DEPTH_HEADER = 12  # compressed_depth_image_transport: config header before the PNG
 
+# 4K UHD (3840x2160 = 8.29 MP) plus ~11 %, so DCI 4K (4096x2160 = 8.85 MP) passes too. At the worst
+# case (16-bit RGBA) that is 74 MB decoded; a 5K frame (14.7 MP) is refused.
+DEFAULT_MAX_PIXELS = 9_200_000
+
 
 def canonical_encoding(encoding: str) -> str:
     """The ``ENCODINGS`` key for ``encoding`` (any case), or ``ImageDecodeError``."""
@@ -77,6 +95,170 @@ def canonical_encoding(encoding: str) -> str:
     if name is None:
         raise ImageDecodeError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
     return name
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """``ImageDecodeError`` when ``width*height`` exceeds ``max_pixels`` (None/0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{what} {width}x{height} has {width * height} pixels, more than max_pixels {max_pixels} "
+            f"(refused before decoding)"
+        )
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length field
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the first SOFn, walking markers as libjpeg does: bytes that are not a
+    marker are skipped to the next 0xFF (libjpeg warns and does the same), so both find the same
+    frame header; a scan (SOS) or the end before any SOFn is refused (libjpeg refuses it too)."""
+    i, n = 2, len(data)
+    while True:
+        i = data.find(b"\xff", i)
+        while 0 <= i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i < 0 or i >= n:
+            raise ImageDecodeError("JPEG without a frame header (SOF): truncated or corrupt")
+        marker = data[i]
+        i += 1
+        if marker == 0x00 or marker in _JPEG_NO_LENGTH:
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise ImageDecodeError("JPEG reaches its scan data before a frame header (SOF): corrupt")
+        if i + 2 > n:
+            raise ImageDecodeError("JPEG header truncated")
+        length = (data[i] << 8) | data[i + 1]
+        if marker in _JPEG_SOF:
+            if length < 8 or i + 7 > n:
+                raise ImageDecodeError("JPEG frame header (SOF) truncated")
+            height, width = struct.unpack(">HH", data[i + 3 : i + 7])
+            if width == 0 or height == 0:
+                raise ImageDecodeError(f"JPEG frame header declares {width}x{height} (zero or deferred height)")
+            return width, height
+        if length < 2:
+            raise ImageDecodeError(f"JPEG marker 0x{marker:02X} with invalid length {length}")
+        i += length
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of the first image directory, the one OpenCV decodes."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        size: dict[int, int] = {}
+        for k in range(count):
+            tag, typ, _, value = struct.unpack_from(order + "HHI4s", data, ifd + 2 + 12 * k)
+            if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG, stored inline
+                fmt = "H" if typ == 3 else "I"
+                size[tag] = struct.unpack_from(order + fmt, value)[0]
+    except struct.error:
+        raise ImageDecodeError("TIFF header truncated") from None
+    if 256 not in size or 257 not in size:
+        raise ImageDecodeError("TIFF first directory has no image width/length")
+    return size[256], size[257]
+
+
+def _pnm_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a P1-P6 header: tokens separated by whitespace, ``#`` comments."""
+    fields: list[int] = []
+    i, n = 2, min(len(data), 4096)
+    while len(fields) < 2 and i < n:
+        c = data[i : i + 1]
+        if c.isspace():
+            i += 1
+        elif c == b"#":
+            end = data.find(b"\n", i)
+            i = n if end < 0 else end + 1
+        else:
+            j = i
+            while j < n and data[j : j + 1].isdigit():
+                j += 1
+            if j == i:
+                break
+            fields.append(int(data[i:j]))
+            i = j
+    if len(fields) < 2:
+        raise ImageDecodeError("PNM header truncated or corrupt")
+    return fields[0], fields[1]
+
+
+def encoded_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) read from an image file's header without decoding it.
+
+    ``ImageDecodeError`` for a truncated or corrupt header and for formats whose header is not
+    read here (so that nothing is ever decoded without its size being known first)."""
+    head = data[:32]
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            if len(data) < 24 or data[12:16] != b"IHDR":
+                raise ImageDecodeError("PNG header (IHDR) truncated or missing")
+            w, h = struct.unpack(">II", data[16:24])
+            return "PNG", w, h
+        if head.startswith(b"\xff\xd8\xff"):
+            return ("JPEG", *_jpeg_size(data))
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            chunk = head[12:16]
+            if len(data) < 30:
+                raise ImageDecodeError("WebP header truncated")
+            if chunk == b"VP8 ":  # lossy: 3-byte frame tag, start code, 14-bit sizes
+                if data[23:26] != b"\x9d\x01\x2a":
+                    raise ImageDecodeError("WebP (VP8) frame header corrupt")
+                w, h = struct.unpack("<HH", data[26:30])
+                return "WebP", w & 0x3FFF, h & 0x3FFF
+            if chunk == b"VP8L":  # lossless: signature 0x2F, then 14-bit width-1 and height-1
+                if data[20] != 0x2F:
+                    raise ImageDecodeError("WebP (VP8L) header corrupt")
+                bits = int.from_bytes(data[21:25], "little")
+                return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+                w = int.from_bytes(data[24:27], "little") + 1
+                h = int.from_bytes(data[27:30], "little") + 1
+                return "WebP", w, h
+            raise ImageDecodeError(f"WebP with unknown first chunk {chunk!r}")
+        if head.startswith(b"BM"):
+            if len(data) < 26:
+                raise ImageDecodeError("BMP header truncated")
+            (hdr,) = struct.unpack("<I", data[14:18])
+            if hdr == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                w, h = struct.unpack("<HH", data[18:22])
+            else:
+                w, h = struct.unpack("<ii", data[18:26])
+            return "BMP", abs(w), abs(h)  # negative height: top-down rows
+        if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+            return ("PNM", *_pnm_size(data))
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return ("TIFF", *_tiff_size(data))
+    except (struct.error, IndexError):
+        raise ImageDecodeError("image header truncated") from None
+    raise ImageDecodeError(
+        f"unsupported or unknown image format (first bytes {bytes(head[:8])!r}); accepted: PNG, JPEG, WebP, BMP, PNM, TIFF"
+    )
+
+
+def decode_bytes(data: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS, what: str = "image") -> np.ndarray:
+    """An encoded image file (bytes or uint8 array) -> array in OpenCV's order (BGR/BGRA or gray,
+    dtype kept), after its header passed ``max_pixels``; ``ImageDecodeError`` otherwise."""
+    buf = _buffer(data)
+    if buf.size == 0:
+        raise ImageDecodeError(f"empty {what}")
+    try:
+        fmt, w, h = encoded_size(buf.tobytes())
+    except ImageDecodeError as e:
+        raise ImageDecodeError(f"could not decode {what}: {e}") from None
+    if w == 0 or h == 0:
+        raise ImageDecodeError(f"could not decode {what}: {fmt} header declares an empty {w}x{h} image")
+    check_pixels(w, h, max_pixels, f"{what}: {fmt}")
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageDecodeError(f"could not decode {what}: {fmt} {w}x{h} data is corrupt or truncated")
+    check_pixels(image.shape[1], image.shape[0], max_pixels, f"{what}: decoded {fmt}")  # belt and braces
+    return image
 
 
 def _buffer(data: Any) -> np.ndarray:
@@ -91,14 +273,17 @@ def _buffer(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)  # a list of ints
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
+def image_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An Image as HxW or HxWxC array in its own encoding and dtype (no colour conversion; zero
-    copy unless big-endian). Row padding (``step`` > width*channels*bytes) is skipped."""
+    copy unless big-endian). Row padding (``step`` > width*channels*bytes) is skipped. More than
+    ``max_pixels`` is refused before anything else: later stages (colour, float, the network)
+    would multiply the memory."""
     enc = canonical_encoding(msg.encoding)
     dtype, channels = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ImageDecodeError(f"empty {enc} image ({w}x{h})")
+    check_pixels(w, h, max_pixels, f"{enc} image")
     row = w * channels * dtype.itemsize
     if step < row:
         raise ImageDecodeError(f"{enc} image: step {step} is smaller than width*channels*bytes = {row}")
@@ -131,20 +316,16 @@ def compressed_is_plain(fmt: str) -> bool:
     return _compressed_layout(fmt) == (0, False)
 
 
-def compressed_to_numpy(msg: Any) -> np.ndarray:
+def compressed_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A CompressedImage (jpeg/png, image_transport's ``"<enc>; <codec> compressed <order>"``
-    and compressedDepth) as RGB or gray numpy; 16-bit PNGs stay 16-bit."""
+    and compressedDepth) as RGB or gray numpy; 16-bit PNGs stay 16-bit. The payload's header must
+    declare at most ``max_pixels`` (checked before decoding, see the module docstring)."""
     fmt = str(msg.format)
     header, rgb_first = _compressed_layout(fmt)
     buf = _buffer(msg.data)[header:]
     if buf.size == 0:
         raise ImageDecodeError(f"empty compressed image (format '{fmt}')")
-    try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        raise ImageDecodeError(f"could not decode compressed image (format '{fmt}', {buf.size} bytes)")
+    image = decode_bytes(buf, max_pixels, f"compressed image (format '{fmt}', {buf.size} bytes)")
     if image.ndim == 3:
         if rgb_first:
             return image[..., :3]
@@ -167,34 +348,61 @@ def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
     return image
 
 
+FLOAT_RANGE_PERCENTILES = (1.0, 99.0)  # the same stretch as training.datasets.to_uint8
+
+
+def normalize_float(image: np.ndarray) -> np.ndarray:
+    """A float image -> float32 in [0, 1] by an explicit rule (so nothing overflows to NaN):
+
+    - NaN and +-inf pixels are ignored for the range and become 0;
+    - the range is the 1st..99th percentile of the finite values (a few extreme values, e.g.
+      +-3e38, do not squash the rest), computed in float64, so a span wider than float32's own
+      range cannot overflow;
+    - values are clipped to [0, 1]; a constant image is all 0.
+    ``ImageDecodeError`` when no pixel is finite (nothing to show the network)."""
+    finite = np.isfinite(image)
+    values = image[finite]
+    if values.size == 0:
+        raise ImageDecodeError("32FC1 image has no finite values")
+    lo, hi = (float(v) for v in np.percentile(values.astype(np.float64), FLOAT_RANGE_PERCENTILES))
+    span = hi - lo
+    if not span > 0:
+        return np.zeros(image.shape, np.float32)
+    out = (image.astype(np.float64) - lo) / span
+    out[~finite] = 0.0
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def to_model_input(image: np.ndarray, encoding: str) -> np.ndarray:
     """Image in ``encoding`` -> RGB or gray array that ``features.prepare_image`` accepts
-    (``to_rgb``, and a 32FC1 image normalised robustly to [0, 1], non-finite pixels 0)."""
+    (``to_rgb``; a 32FC1 image through ``normalize_float``)."""
     image = to_rgb(image, encoding)
     if canonical_encoding(encoding) == "32FC1":
-        finite = np.isfinite(image)
-        if not finite.any():
-            raise ImageDecodeError("32FC1 image has no finite values")
-        lo, hi = float(image[finite].min()), float(image[finite].max())
-        return np.where(finite, (image - lo) / max(hi - lo, 1e-12), 0.0).astype(np.float32)
+        return normalize_float(image)
     return image
 
 
-def decode_image(msg: Any) -> np.ndarray:
-    """Any Image or CompressedImage message -> model input (RGB or gray), or ``ImageDecodeError``."""
+def decode_image(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any Image or CompressedImage message -> model input (RGB or gray), or ``ImageDecodeError``
+    (also for more than ``max_pixels``, checked before decoding)."""
     if hasattr(msg, "format"):  # CompressedImage
-        return compressed_to_numpy(msg)
-    return to_model_input(image_to_numpy(msg), msg.encoding)
+        return compressed_to_numpy(msg, max_pixels=max_pixels)
+    return to_model_input(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding)
 
 
-def depth_to_meters(msg: Any) -> np.ndarray:
-    """A depth Image (16UC1/mono16 in mm, or 32FC1 in m) as float32 metres, NaN where unknown."""
-    depth = image_to_numpy(msg)
+def depth_to_meters(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A depth Image (16UC1/mono16 in mm, or 32FC1 in m) as float32 metres, NaN where unknown.
+
+    Unknown is explicit: 0 for integer depth; NaN, +-inf (REP 117's too far / too close), zero
+    and negative values for 32FC1, so no consumer sees an infinite or negative range."""
+    depth = image_to_numpy(msg, max_pixels=max_pixels)
     enc = canonical_encoding(msg.encoding)
     if enc in ("16UC1", "mono16"):
         out = depth.astype(np.float32) * 1e-3
         out[depth == 0] = np.nan
         return out
     if enc == "32FC1":
-        return depth.astype(np.float32)
+        out = depth.astype(np.float32)  # a copy: the message buffer stays untouched
+        out[~(np.isfinite(out) & (out > 0))] = np.nan
+        return out
     raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")

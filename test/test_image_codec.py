@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import array
 import ast
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,11 +16,14 @@ import numpy as np
 import pytest
 
 from goodpoint_ros.image_codec import (
+    DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     compressed_is_plain,
     compressed_to_numpy,
+    decode_bytes,
     decode_image,
     depth_to_meters,
+    encoded_size,
     image_to_numpy,
     to_model_input,
 )
@@ -52,7 +59,7 @@ def test_imports_nothing_from_ros():
     tree = ast.parse(Path(codec.__file__).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert names == {"__future__", "typing", "cv2", "numpy"}
+    assert names == {"__future__", "struct", "typing", "cv2", "numpy"}
 
 
 def test_mono8(rgb):
@@ -164,3 +171,195 @@ def test_corrupt_compressed_data():
         compressed_to_numpy(SimpleNamespace(format="jpeg", data=b"not a jpeg at all"))
     with pytest.raises(ImageDecodeError, match="empty compressed image"):
         decode_image(SimpleNamespace(format="png", data=b""))
+
+
+# ---------------------------------------------------------------- decompression bombs and headers
+
+
+def png_bomb(width: int, height: int, claim: tuple[int, int] | None = None) -> bytes:
+    """A valid all-black 8-bit gray PNG of width x height, deflated row by row so that building it
+    never holds the decoded image (16000x16000 is 256 MB decoded, ~250 KB here). ``claim`` writes
+    other dimensions into IHDR than the data holds (a header that lies)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    cw, ch = claim or (width, height)
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0 + the pixels
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", cw, ch, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+RSS_PROBE = """
+import sys
+from types import SimpleNamespace
+from goodpoint_ros.image_codec import ImageDecodeError, decode_image
+
+def peak_kib():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+
+limit = None if sys.argv[1] == "none" else int(sys.argv[1])
+blobs = [open(p, "rb").read() for p in sys.argv[2:]]
+with open("/proc/self/clear_refs", "w") as f:  # reset the peak to the current RSS
+    f.write("5")
+before = peak_kib()
+for blob in blobs:
+    try:
+        out = decode_image(SimpleNamespace(format="png", data=blob), max_pixels=limit)
+        print("decoded", out.shape)
+    except ImageDecodeError as e:
+        print("refused", e)
+print("growth_kib", peak_kib() - before)
+"""
+
+
+def rss_growth(tmp_path: Path, limit: int | None, *blobs: bytes) -> tuple[list[str], float]:
+    """Decode ``blobs`` in a fresh process; its lines and the growth of its peak RSS (VmHWM, reset
+    just before) in MB."""
+    paths = []
+    for i, blob in enumerate(blobs):
+        paths.append(tmp_path / f"b{i}.png")
+        paths[-1].write_bytes(blob)
+    res = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(limit or "none"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    return lines[:-1], int(lines[-1].split()[1]) / 1024
+
+
+def test_png_bombs_are_refused_before_allocating(tmp_path):
+    small = png_bomb(4000, 4000)  # 16 MB of pixels in ~16 KB
+    huge = png_bomb(16000, 16000)  # 256 MB of pixels in ~250 KB
+    assert len(small) < 20_000 and len(huge) < 300_000, (len(small), len(huge))
+    lines, growth = rss_growth(tmp_path, DEFAULT_MAX_PIXELS, small, huge)
+    assert lines[0].startswith("refused") and "4000x4000" in lines[0] and "max_pixels" in lines[0], lines
+    assert lines[1].startswith("refused") and "16000x16000" in lines[1], lines
+    assert growth < 100, growth
+    # the probe sees a real decode: without the limit the small bomb really allocates its 16 MB
+    lines, growth = rss_growth(tmp_path, None, small)
+    assert lines == ["decoded (4000, 4000)"] and growth > 12, (lines, growth)
+
+
+def test_a_header_that_lies_is_refused_by_its_claim():
+    liar = png_bomb(8, 8, claim=(16000, 16000))  # 100 bytes that claim 16000x16000
+    with pytest.raises(ImageDecodeError, match=r"PNG 16000x16000 has 256000000 pixels, more than max_pixels"):
+        decode_image(SimpleNamespace(format="png", data=liar))
+    with pytest.raises(ImageDecodeError, match="could not decode"):  # no limit: libpng finds the lie
+        decode_image(SimpleNamespace(format="png", data=liar), max_pixels=None)
+
+
+def jpeg_with_size(bgr: np.ndarray, width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) is rewritten to claim width x height."""
+    data = bytearray(cv2.imencode(".jpg", bgr)[1].tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_corrupt_jpeg_claiming_a_huge_frame_is_refused(rgb):
+    bad = jpeg_with_size(rgb, 53232, 320)  # what 1 in 600 randomly corrupted JPEGs claimed
+    assert encoded_size(bad) == ("JPEG", 53232, 320)
+    with pytest.raises(ImageDecodeError, match=r"JPEG 53232x320 has 17034240 pixels, more than max_pixels 9200000"):
+        compressed_to_numpy(SimpleNamespace(format="jpeg", data=bad))
+
+
+def test_header_size_matches_decoded_size_for_every_accepted_format(rgb):
+    bgr = np.ascontiguousarray(np.tile(rgb, (3, 2, 1))[..., ::-1])  # 64x72, not square
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    cases = [
+        (".png", bgr, "PNG"),
+        (".jpg", bgr, "JPEG"),
+        (".webp", bgr, "WebP"),  # lossless (VP8L) at OpenCV's default quality
+        (".bmp", bgr, "BMP"),
+        (".ppm", bgr, "PNM"),
+        (".pgm", gray, "PNM"),
+        (".tif", bgr, "TIFF"),
+    ]
+    for ext, arr, fmt in cases:
+        ok, buf = cv2.imencode(ext, arr)
+        assert ok
+        assert encoded_size(buf.tobytes()) == (fmt, arr.shape[1], arr.shape[0]), ext
+        assert decode_bytes(buf).shape[:2] == arr.shape[:2], ext
+    lossy = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
+    assert lossy[12:16] == b"VP8 " and encoded_size(lossy) == ("WebP", 64, 72)
+    with pytest.raises(ImageDecodeError, match=r"WebP 64x72 has 4608 pixels, more than max_pixels 4000"):
+        decode_bytes(lossy, max_pixels=4000)
+
+
+def test_truncated_corrupt_or_unknown_headers_are_one_clean_error(rgb):
+    png = cv2.imencode(".png", rgb)[1].tobytes()
+    jpg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    gif = cv2.imencode(".gif", rgb)[1].tobytes()
+    cases = {
+        "png cut in IHDR": (png[:20], "PNG header"),
+        "jpeg cut before SOF": (jpg[:30], "JPEG"),
+        "jpeg SOS before SOF": (b"\xff\xd8\xff\xda\x00\x02" + bytes(50), "scan data before a frame header"),
+        "random bytes": (np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes(), "unknown image format"),
+        "gif": (gif, r"unsupported or unknown image format \(first bytes b'GIF89a"),
+        "png data cut": (png[: len(png) // 2], "data is corrupt or truncated"),
+    }
+    for name, (blob, reason) in cases.items():
+        with pytest.raises(ImageDecodeError, match=reason) as e:
+            decode_image(SimpleNamespace(format="png", data=blob))
+        assert "\n" not in str(e.value), name
+
+
+def test_raw_image_over_the_limit_is_refused_before_reading_data():
+    msg = SimpleNamespace(encoding="rgb8", height=20000, width=20000, step=60000, is_bigendian=0, data=b"")
+    with pytest.raises(ImageDecodeError, match=r"rgb8 image 20000x20000 has 400000000 pixels, more than max_pixels"):
+        decode_image(msg)
+    with pytest.raises(ImageDecodeError, match="data holds 0 bytes"):  # no limit: the size check still holds
+        image_to_numpy(msg, max_pixels=None)
+    with pytest.raises(ImageDecodeError, match="max_pixels"):
+        depth_to_meters(
+            SimpleNamespace(encoding="32FC1", height=4000, width=4000, step=16000, is_bigendian=0, data=b"")
+        )
+
+
+def test_a_real_photo_still_decodes(photo):
+    bgr = np.ascontiguousarray(photo[..., ::-1])
+    for ext, fmt in ((".jpg", "jpeg"), (".png", "png")):
+        msg = SimpleNamespace(format=fmt, data=cv2.imencode(ext, bgr)[1].tobytes())
+        out = decode_image(msg)
+        assert out.shape == photo.shape and np.abs(out.astype(int) - photo).mean() < 3
+        with pytest.raises(ImageDecodeError, match="max_pixels 1000"):
+            decode_image(msg, max_pixels=1000)
+        assert decode_image(msg, max_pixels=None).shape == photo.shape
+    uhd = SimpleNamespace(encoding="mono8", height=2160, width=3840, step=3840, is_bigendian=0, data=bytes(3840 * 2160))
+    assert decode_image(uhd).shape == (2160, 3840)  # 4K UHD is under the default limit
+
+
+# ---------------------------------------------------------------- float and depth images
+
+
+def test_32fc1_beyond_float32_range_or_non_finite_is_normalised_by_the_rule():
+    y, x = np.mgrid[0:40, 0:50]
+    depth = (1.0 + x * 0.1 + y * 0.05).astype(np.float32)  # 1..8.4 m ramp
+    depth[0, 0], depth[0, 1] = -3.0e38, 3.0e38  # finite, but their span overflows float32
+    depth[1, 0], depth[1, 1], depth[1, 2] = np.nan, np.inf, -np.inf
+    out = decode_image(image(depth, "32FC1"))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert (out[1, :3] == 0).all()  # non-finite -> 0
+    assert out[0, 0] == 0.0 and out[0, 1] == 1.0  # extremes clipped
+    body = out[5:-5, 5:-5]
+    assert body.std() > 0.2 and np.all(np.diff(body, axis=1) >= 0)  # the ramp survives, not squashed
+    const = decode_image(image(np.full((8, 8), 2.5, np.float32), "32FC1"))
+    assert (const == 0).all()
+
+
+def test_depth_non_finite_zero_and_negative_are_unknown():
+    depth = np.array([[1.5, 0.0, -2.0], [np.nan, np.inf, -np.inf], [3e38, 0.25, 7.0]], np.float32)
+    msg = image(depth, "32FC1")
+    m = depth_to_meters(msg)
+    known = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 1]], bool)
+    assert np.array_equal(~np.isnan(m), known)
+    np.testing.assert_array_equal(m[known], depth[known])
+    np.testing.assert_array_equal(image_to_numpy(msg), depth)  # the message is not modified
