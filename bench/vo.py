@@ -5,7 +5,7 @@
 
 The sequence comes from ``goodpoint_ros.synthetic`` (photos on the walls of a box, exact depth and
 poses). Features: learned models through ``backends.make_extractor`` (shipped weights, random with a
-warning if none ship), ORB through ``odometry.orb_features``; all matched by ``matching.match_features``
+warning if none ship) and ORB (``classical``), all through ``backends.make_extractor``; all matched by ``matching.match_features``
 (mutual nearest neighbour) and fed to ``odometry.VisualOdometry``.
 
 ATE: RMSE of positions after aligning the estimate to ground truth (SE3 for metric modes, Sim3 for
@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.extractor import numpy_to_features
+from goodpoint_ros.features import to_numpy
 from goodpoint_ros.matching import match_features
-from goodpoint_ros.odometry import VisualOdometry, orb_features
+from goodpoint_ros.odometry import VisualOdometry
 from goodpoint_ros.synthetic import Sequence, camera_info_p, render_sequence
 
 
@@ -63,11 +66,6 @@ def ate_rpe(est: np.ndarray, gt: np.ndarray, sim3: bool) -> tuple[float, float, 
 
 def feature_fn(method: str, device: str, max_keypoints: int, weights: str = "default"):
     """image -> numpy feature dict for ``method`` (goodpoint, mdnet, ... or orb)."""
-    if method == "orb":
-        return lambda im: orb_features(im, max_keypoints)
-    from goodpoint_ros.backends import make_extractor
-    from goodpoint_ros.features import to_numpy
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ext = make_extractor(model=method, weights=weights, device=device)
@@ -77,12 +75,8 @@ def feature_fn(method: str, device: str, max_keypoints: int, weights: str = "def
     return lambda im: to_numpy(ext.extract(im))
 
 
-def _torch(f: dict) -> dict:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.items()}
-
-
 def match(f0: dict, f1: dict, ratio: float | None) -> np.ndarray:
-    m, _ = match_features(_torch(f0), _torch(f1), ratio=ratio)
+    m, _ = match_features(numpy_to_features(f0), numpy_to_features(f1), ratio=ratio)
     return m.numpy()
 
 

@@ -410,24 +410,3 @@ class VisualOdometry:
             inliers=len(inl), residual_px=float(np.sqrt(np.mean(np.sum(res**2, 1)))) if len(res) else float("nan"),
             covariance=self.covariance.copy(), relative_covariance=rel_cov_ref,
         )  # fmt: skip
-
-
-def orb_features(image: np.ndarray, max_keypoints: int = 1000) -> dict[str, np.ndarray]:
-    """ORB (OpenCV) as a weight-free baseline front-end, in the feature-dict layout of
-    ``features.to_numpy``: the 256 binary tests become +-1/16 floats, so the project's L2 matcher
-    (``matching.match_mnn``) ranks them exactly by Hamming distance (d^2 = 4 Hamming / 256)."""
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    orb = cv2.ORB_create(nfeatures=max_keypoints, nlevels=2, fastThreshold=10)
-    kps, desc = orb.detectAndCompute(gray, None)
-    if desc is None or not kps:
-        return {
-            "keypoints": np.zeros((0, 2), np.float32), "scores": np.zeros(0, np.float32),
-            "descriptors": np.zeros((0, 256), np.float32), "detector": np.zeros(0, np.uint8),
-        }  # fmt: skip
-    bits = np.unpackbits(desc, axis=1).astype(np.float32)
-    return {
-        "keypoints": np.array([k.pt for k in kps], np.float32),
-        "scores": np.array([k.response for k in kps], np.float32),
-        "descriptors": (bits * 2.0 - 1.0) / 16.0,
-        "detector": np.zeros(len(kps), np.uint8),
-    }

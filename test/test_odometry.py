@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from goodpoint_ros.classical import orb_features
 from goodpoint_ros.matching import match_features
-from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection, depth_to_metres, orb_features
+from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection, depth_to_metres
 from goodpoint_ros.synthetic import _rot, camera_info_p, render_sequence
 
 BASELINE = 0.3
