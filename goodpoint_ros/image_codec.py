@@ -11,7 +11,8 @@ message raises one ``ImageDecodeError`` with a one-line reason instead of garbag
 Encodings are matched case-insensitively (``8uc1`` is ``8UC1``).
 
 Decompression bombs: every decode function takes ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``,
-a little above 4K: 3840x2160 and 4096x2160 pass, 5K is refused; ``None`` or 0 disables the check).
+10 MP, a little above 4K: 3840x2160, 4096x2160 and 3840x2400 pass, 5K is refused; ``None`` or 0
+disables the check).
 A raw image's ``width*height`` and a compressed image's header (PNG IHDR, JPEG SOFn, WebP
 VP8/VP8L/VP8X, BMP, PNM, TIFF) are checked before anything is allocated or decoded, so a 16 KB PNG
 that claims 16000x16000 costs nothing. Compressed formats whose header is not read here (GIF, AVIF,
@@ -84,9 +85,9 @@ _BAYER_TO_RGB = {
 }
 _COMPRESSED_DEPTH_HEADER = 12  # compressed_depth_image_transport: config header before the PNG
 
-# 4K UHD (3840x2160 = 8.29 MP) plus ~11 %, so DCI 4K (4096x2160 = 8.85 MP) passes too. At the worst
-# case (16-bit RGBA) that is 74 MB decoded; a 5K frame (14.7 MP) is refused.
-DEFAULT_MAX_PIXELS = 9_200_000
+# 4K UHD (3840x2160 = 8.29 MP) plus ~20 %, so DCI 4K (4096x2160) and 16:10 4K (3840x2400 = 9.22 MP)
+# pass too. At the worst case (16-bit RGBA) that is 80 MB decoded; a 5K frame (14.7 MP) is refused.
+DEFAULT_MAX_PIXELS = 10_000_000
 
 
 def canonical_encoding(encoding: str) -> str:

@@ -266,7 +266,7 @@ def jpeg_with_size(bgr: np.ndarray, width: int, height: int) -> bytes:
 def test_corrupt_jpeg_claiming_a_huge_frame_is_refused(rgb):
     bad = jpeg_with_size(rgb, 53232, 320)  # what 1 in 600 randomly corrupted JPEGs claimed
     assert encoded_size(bad) == ("JPEG", 53232, 320)
-    with pytest.raises(ImageDecodeError, match=r"JPEG 53232x320 has 17034240 pixels, more than max_pixels 9200000"):
+    with pytest.raises(ImageDecodeError, match=r"JPEG 53232x320 has 17034240 pixels, more than max_pixels 10000000"):
         compressed_to_numpy(SimpleNamespace(format="jpeg", data=bad))
 
 
@@ -334,6 +334,7 @@ def test_a_real_photo_still_decodes(photo):
         assert decode_image(msg, max_pixels=None).shape == photo.shape
     uhd = SimpleNamespace(encoding="mono8", height=2160, width=3840, step=3840, is_bigendian=0, data=bytes(3840 * 2160))
     assert decode_image(uhd).shape == (2160, 3840)  # 4K UHD is under the default limit
+    assert DEFAULT_MAX_PIXELS >= 3840 * 2400 and DEFAULT_MAX_PIXELS < 5120 * 2880  # 16:10 4K passes, 5K does not
 
 
 # ---------------------------------------------------------------- float and depth images
