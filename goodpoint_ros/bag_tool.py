@@ -1,7 +1,7 @@
 """``goodpoint-bag IN OUT --topic /camera/image_raw``: the extractor over a recorded ROS 2 bag, offline.
 
-Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), runs the same extraction,
-matching, verification and track ids as the live node, and writes an mcap bag holding
+Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), runs the live node's
+``pipeline.FramePipeline`` (extraction, matching, verification, track ids), and writes an mcap bag holding
 ``<prefix>/keypoints`` and ``<prefix>/matches`` in exactly the node's PointCloud2 layouts (built
 from ``goodpoint_ros.layout``), stamped with the input images' headers and bag times. Every
 frame is processed: offline there is nothing to drop.
@@ -16,7 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.image_codec import ImageDecodeError, decode_image
+from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
 from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -45,22 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _typestore():
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import Stores, get_typestore  # rosbags: optional, only this tool needs it
 
     return get_typestore(Stores.ROS2_HUMBLE)  # the standard messages used here are the same in later distros
 
 
 def run(args: argparse.Namespace) -> dict:
     """Process the bag; returns a summary dict (frames, keypoints, matches, inliers, decode errors)."""
-    from rosbags.highlevel import AnyReader
+    from rosbags.highlevel import AnyReader  # rosbags: optional, only this tool needs it
     from rosbags.rosbag2 import StoragePlugin, Writer
-
-    from goodpoint_ros.backends import make_extractor
-    from goodpoint_ros.features import to_numpy
-    from goodpoint_ros.frames import match_frames
-    from goodpoint_ros.image_codec import ImageDecodeError, decode_image
-    from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
-    from goodpoint_ros.tracking import TrackIds
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -72,13 +69,12 @@ def run(args: argparse.Namespace) -> dict:
     PointField = store.types["sensor_msgs/msg/PointField"]
     cloud_type = "sensor_msgs/msg/PointCloud2"
 
-    tracker = TrackIds()
     stats = {"frames": 0, "keypoints": 0, "matches": 0, "inliers": 0, "decode_errors": 0}
     t0 = time.perf_counter()
 
-    def cloud(rec: np.ndarray, header):
+    def cloud(rec: np.ndarray, header) -> bytes:
         data = np.frombuffer(np.ascontiguousarray(rec).tobytes(), dtype=np.uint8)
-        return build_cloud(rec, header, PointCloud2, PointField, data=data)
+        return store.serialize_cdr(build_cloud(rec, header, PointCloud2, PointField, data=data), cloud_type)
 
     try:
         reader = AnyReader([src], default_typestore=store)
@@ -94,10 +90,11 @@ def run(args: argparse.Namespace) -> dict:
             raise BagToolError(f"'{args.topic}' holds {conns[0].msgtype}, expected one of {IMAGE_TYPES}")
         extractor = make_extractor(args.backend, args.model, args.weights, args.device, None)
         extractor.set_detection(max_keypoints=int(args.max_keypoints))
+        match = MatchSettings(args.match_ratio, args.match_max_distance, args.verification, args.threshold)
+        pipeline = FramePipeline(extractor, "mono", match, tracks=False, odometry=False)
         with Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
             w_kp = writer.add_connection(f"{args.prefix}/keypoints", cloud_type, typestore=store)
             w_m = writer.add_connection(f"{args.prefix}/matches", cloud_type, typestore=store)
-            prev = None
             for conn, timestamp, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
                 try:
@@ -106,36 +103,18 @@ def run(args: argparse.Namespace) -> dict:
                     stats["decode_errors"] += 1
                     print(f"warning: skipping frame at {timestamp}: {e}", file=sys.stderr)
                     continue
-                feats = extractor.extract(image)
-                cur = to_numpy(feats)
-                stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
-                if prev is not None and stamp <= prev["stamp"]:
-                    prev = None
-                    tracker.reset()
-                if prev is not None:
-                    m, d, inl = match_frames(
-                        prev["torch"],
-                        feats,
-                        prev["np"]["keypoints"],
-                        cur["keypoints"],
-                        args.match_ratio,
-                        args.match_max_distance,
-                        args.verification,
-                        args.threshold,
-                    )
-                    ids = tracker.update(len(cur["keypoints"]), m, inl)
-                else:
-                    ids = tracker.update(len(cur["keypoints"]))
-                rec = keypoints_array(cur["keypoints"], cur["scores"], cur["descriptors"], cur["detector"], ids)
-                writer.write(w_kp, timestamp, store.serialize_cdr(cloud(rec, msg.header), cloud_type))
-                if prev is not None:
-                    mrec = matches_array(m, prev["np"]["keypoints"], cur["keypoints"], d, inl, prev["stamp"])
-                    writer.write(w_m, timestamp, store.serialize_cdr(cloud(mrec, msg.header), cloud_type))
+                r = pipeline.step([image], (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)))
+                f = r.features
+                rec = keypoints_array(f["keypoints"], f["scores"], f["descriptors"], f["detector"], r.track_ids)
+                writer.write(w_kp, timestamp, cloud(rec, msg.header))
+                if r.previous_keypoints is not None:
+                    m = r.matches
+                    mrec = matches_array(m, r.previous_keypoints, r.keypoints, r.distances, r.inliers, r.previous_stamp)
+                    writer.write(w_m, timestamp, cloud(mrec, msg.header))
                     stats["matches"] += len(m)
-                    stats["inliers"] += int(inl.sum())
+                    stats["inliers"] += int(r.inliers.sum())
                 stats["frames"] += 1
-                stats["keypoints"] += len(cur["keypoints"])
-                prev = {"torch": feats, "np": cur, "stamp": stamp}
+                stats["keypoints"] += len(r.keypoints)
                 if args.limit and stats["frames"] >= args.limit:
                     break
     finally:

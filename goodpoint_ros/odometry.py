@@ -26,6 +26,7 @@ frame; ``Result.relative`` is ``T_prev_cur``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -410,3 +411,162 @@ class VisualOdometry:
             inliers=len(inl), residual_px=float(np.sqrt(np.mean(np.sum(res**2, 1)))) if len(res) else float("nan"),
             covariance=self.covariance.copy(), relative_covariance=rel_cov_ref,
         )  # fmt: skip
+
+
+class Calibration(NamedTuple):
+    """What a camera told us: K, D (None: no distortion) and, for stereo, the right camera's P.
+
+    Replaced whole when a new camera_info arrives, never mutated, so a frame keeps the calibration
+    that had arrived when it was received, whatever arrives while it waits to be processed."""
+
+    K: np.ndarray | None = None
+    D: np.ndarray | None = None
+    P_right: np.ndarray | None = None
+
+
+@dataclass
+class Tracks:
+    """One frame's feature tracks in the VINS-Fusion feature-tracker layout (before normalisation):
+    one row per observation; a stereo frame's right observations carry their left point's id."""
+
+    ids: np.ndarray  # N track ids
+    keypoints: np.ndarray  # Nx2 pixels
+    camera: np.ndarray  # N: 0 left / mono, 1 right
+    velocities: np.ndarray  # Nx2 normalised coordinates per second (0 for new tracks and right points)
+
+
+@dataclass
+class OdometryStep:
+    """What ``StreamOdometry.step`` produced for one frame; ``result`` None when no estimate ran."""
+
+    state: str  # ok | lost | tracks_only | no_camera_info | no_right_camera_info | error | skipped
+    result: Result | None = None
+    dt: float = 0.0  # seconds since the previous estimate (0 for the first of a trajectory)
+    tracks: Tracks | None = None
+    error: str | None = None
+
+
+class StreamOdometry:
+    """The odometry state machine of one camera stream (mono, RGB-D or stereo), ROS-free.
+
+    Owns a ``VisualOdometry`` built from the calibration each frame arrives with (rebuilt, as a new
+    trajectory, when the calibration changes), the VINS-layout track velocities, the tracking
+    state and counters for diagnostics. Correspondences come from track ids, so frames where the
+    estimate is skipped do not break the chain.
+    """
+
+    def __init__(
+        self,
+        mode: str = "mono",
+        tracks: bool = True,
+        odometry: bool = True,
+        min_inliers: int = 12,
+        ransac_px: float = 2.0,
+        min_parallax_px: float = 10.0,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown odometry mode '{mode}' (use one of {MODES})")
+        self.mode, self.tracks, self.odometry = mode, bool(tracks), bool(odometry)
+        self.vo_conf = {"min_inliers": int(min_inliers), "ransac_px": float(ransac_px)}
+        self.vo_conf["min_parallax_px"] = float(min_parallax_px)
+        self.state = "no_camera_info"
+        self.frames = self.failures = self.resets = 0
+        self.restart()
+
+    def restart(self) -> None:
+        """Time went backwards (bag loop): a new trajectory from the identity."""
+        self.vo: VisualOdometry | None = None
+        self._vo_key: tuple | None = None
+        self._prev: tuple[int, np.ndarray, np.ndarray] | None = None  # tracks: stamp ns, ids, normalised
+        self._last_odom_ns: int | None = None
+
+    def step(
+        self,
+        stamp_ns: int,
+        keypoints: np.ndarray,
+        ids: np.ndarray,
+        calib: Calibration,
+        depth: np.ndarray | None = None,
+        stereo: tuple[np.ndarray, np.ndarray] | None = None,
+        want_tracks: bool = True,
+        want_odometry: bool = True,
+    ) -> OdometryStep:
+        """One frame: ``stereo`` = (right keypoints, verified left/right matches Mx2), ``depth`` a
+        metric depth image aligned with the keypoints' image. Bad calibration or depth gives
+        state ``error`` (with the reason), never an exception: the features still go out."""
+        tracks = None
+        try:
+            if calib.K is None:
+                out = OdometryStep("no_camera_info")
+            else:
+                if self.tracks and want_tracks:
+                    tracks = self._tracks(stamp_ns, keypoints, ids, stereo, calib)
+                out = self._estimate(stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry)
+        except (ValueError, TypeError, cv2.error) as e:  # bad camera_info or depth
+            out = OdometryStep("error", error=f"{type(e).__name__}: {e}")
+        out.tracks = tracks
+        self.state = out.state
+        return out
+
+    def _estimate(self, stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry) -> OdometryStep:
+        if not self.odometry:
+            return OdometryStep("tracks_only")
+        if not want_odometry:
+            return OdometryStep("skipped")
+        vo = self._odometry(calib)
+        if vo is None:
+            return OdometryStep("no_right_camera_info")
+        kw: dict = {}
+        if self.mode == "rgbd":
+            kw["depth"] = depth
+        elif self.mode == "stereo":
+            kw["right_keypoints"], kw["stereo_matches"] = stereo
+        r = vo.update(keypoints, track_ids=ids, **kw)
+        self.frames += 1
+        self.failures += int(not r.ok)
+        self.resets += int(r.reset)
+        dt = 0.0 if self._last_odom_ns is None else (stamp_ns - self._last_odom_ns) * 1e-9
+        self._last_odom_ns = stamp_ns
+        return OdometryStep("ok" if r.ok else "lost", r, dt)
+
+    def _odometry(self, calib: Calibration) -> VisualOdometry | None:
+        """The estimator for ``calib``; rebuilt (new trajectory) when the calibration changes."""
+        baseline = None
+        if self.mode == "stereo":
+            if calib.P_right is None:
+                return None
+            baseline = baseline_from_projection(calib.P_right)
+        key = (calib.K.tobytes(), None if calib.D is None else calib.D.tobytes(), baseline)
+        if key != self._vo_key:
+            self.vo = VisualOdometry(calib.K, mode=self.mode, baseline=baseline, D=calib.D, **self.vo_conf)
+            self._vo_key = key
+            self._last_odom_ns = None
+        return self.vo
+
+    def _tracks(self, stamp_ns, keypoints, ids, stereo, calib: Calibration) -> Tracks:
+        norm = normalized_coordinates(keypoints, calib.K, calib.D)
+        vel = np.zeros((len(keypoints), 2))
+        if self._prev is not None:
+            vel = track_velocities(self._prev[1], self._prev[2], ids, norm, (stamp_ns - self._prev[0]) * 1e-9)
+        self._prev = (stamp_ns, ids, norm)
+        kp, tid, cam = keypoints, ids, np.zeros(len(keypoints))
+        if stereo is not None and len(stereo[1]):  # VINS stereo: the right observation shares the left id
+            right, m = stereo
+            kp = np.concatenate([keypoints, right[m[:, 1]]])
+            tid = np.concatenate([ids, ids[m[:, 0]]])
+            cam = np.concatenate([cam, np.ones(len(m))])
+            vel = np.concatenate([vel, np.zeros((len(m), 2))])  # right velocities are not tracked
+        return Tracks(tid, kp, cam, vel)
+
+    def stats(self, track_lengths: np.ndarray) -> dict:
+        """Tracking state, resets and the lengths (frames) of the active tracks (seen >= 2 frames)."""
+        active = track_lengths[track_lengths >= 2]
+        return {
+            "tracking": self.state,
+            "vo_frames": self.frames,
+            "vo_failures": self.failures,
+            "vo_resets": self.resets,
+            "active_tracks": len(active),
+            "track_length_mean": float(active.mean()) if len(active) else 0.0,
+            "track_length_max": int(active.max()) if len(active) else 0,
+        }

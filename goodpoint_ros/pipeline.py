@@ -1,0 +1,197 @@
+"""The product's main loop, once and ROS-free: one camera frame in, everything derived from it out.
+
+``FramePipeline.step`` runs, per frame: feature extraction (both images of a stereo pair in one
+batch), matching with the previous processed frame plus geometric verification, track ids, depth
+at the keypoints (RGB-D), left/right matching (stereo), and the odometry state machine
+(``odometry.StreamOdometry``: VINS-layout tracks and the pose). A stamp that is not after the
+previous one (a bag played in a loop) restarts the tracks and the trajectory.
+
+The node (``ros/extractor_node.py``) and ``goodpoint-bag`` only turn messages into arrays, call
+``step`` and turn the ``FrameResult`` into messages, so a change to the loop happens here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from goodpoint_ros.extractor import Extractor
+from goodpoint_ros.features import to_numpy
+from goodpoint_ros.frames import match_frames
+from goodpoint_ros.odometry import Calibration, OdometryStep, StreamOdometry
+from goodpoint_ros.tracking import TrackIds
+
+INPUT_MODES = ("mono", "stereo", "rgbd")
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Frame-to-frame matching: Lowe ``ratio`` (>= 1 off), ``max_distance`` (<= 0 off), and the
+    verification ``method`` with its RANSAC ``threshold`` in pixels."""
+
+    ratio: float = 0.95
+    max_distance: float = 0.0
+    method: str = "homography"
+    threshold: float = 3.0
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame produced. Index pairs are (previous frame, this frame) for ``matches``
+    and (left, right) for ``stereo_matches``; ``track_ids`` has one id per keypoint."""
+
+    stamp: tuple[int, int]  # (sec, nanosec) of the frame
+    features: dict[str, np.ndarray]  # keypoints, scores, descriptors, detector (features.to_numpy)
+    torch_features: dict[str, torch.Tensor]  # the same on the extractor's device: the next frame matches them
+    track_ids: np.ndarray
+    matches: np.ndarray  # Mx2 int64; empty on the first frame, after a restart or when not wanted
+    distances: np.ndarray  # M float32 descriptor distances
+    inliers: np.ndarray  # M bool after geometric verification
+    previous_keypoints: np.ndarray | None = None  # the matched previous frame's keypoints (None: no previous)
+    previous_stamp: tuple[int, int] | None = None
+    restarted: bool = False  # the stamp went back: tracks and trajectory started again
+    keypoint_depth: np.ndarray | None = None  # RGB-D: metres at each keypoint (NaN unknown)
+    right_features: dict[str, np.ndarray] | None = None  # stereo: the right image's features
+    stereo_matches: np.ndarray | None = None
+    stereo_distances: np.ndarray | None = None
+    stereo_inliers: np.ndarray | None = None
+    odometry: OdometryStep = field(default_factory=lambda: OdometryStep("skipped"))
+    extract_seconds: float = 0.0
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (key, text): callers rate-limit by key
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        return self.features["keypoints"]
+
+
+def empty_matches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, bool)
+
+
+def sample_depth(depth: np.ndarray, keypoints: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Depth at each keypoint (nearest pixel), for a depth image of any size aligned with the image."""
+    sy, sx = depth.shape[0] / image_hw[0], depth.shape[1] / image_hw[1]
+    xs = np.clip((keypoints[:, 0] * sx).round().astype(np.int64), 0, depth.shape[1] - 1)
+    ys = np.clip((keypoints[:, 1] * sy).round().astype(np.int64), 0, depth.shape[0] - 1)
+    return depth[ys, xs]
+
+
+class FramePipeline:
+    """Per-stream state (previous frame, track ids, odometry) and the per-frame ``step``.
+
+    ``extract_lock`` (optional) is held around the extractor call only, so that another thread
+    may change the detection settings between frames but never during one.
+    """
+
+    def __init__(
+        self,
+        extractor: Extractor,
+        mode: str = "mono",
+        match: MatchSettings | None = None,
+        tracks: bool = True,
+        odometry: bool = True,
+        vo_min_inliers: int = 12,
+        vo_ransac_px: float = 2.0,
+        vo_min_parallax_px: float = 10.0,
+        extract_lock: threading.Lock | None = None,
+    ) -> None:
+        if mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be mono, stereo or rgbd, got '{mode}'")
+        self.extractor, self.mode = extractor, mode
+        self.match = match or MatchSettings()
+        self.tracker = TrackIds()
+        self.odometry = StreamOdometry(mode, tracks, odometry, vo_min_inliers, vo_ransac_px, vo_min_parallax_px)
+        self.extract_lock = extract_lock
+        self._prev: tuple[dict, np.ndarray, tuple[int, int]] | None = None  # torch feats, keypoints, stamp
+
+    def reset(self) -> None:
+        """Forget the previous frame: new track ids and a new trajectory from the next frame on."""
+        self._prev = None
+        self.tracker.reset()
+        self.odometry.restart()
+
+    def extract(self, images: list[np.ndarray]) -> tuple[list[dict], float]:
+        """The extractor on the frame's images (under ``extract_lock``), and its wall time."""
+        with self.extract_lock or nullcontext():
+            t0 = time.perf_counter()
+            feats = self.extractor.extract_many(images)
+            return feats, time.perf_counter() - t0
+
+    def step(
+        self,
+        images: list[np.ndarray],
+        stamp: tuple[int, int],
+        calibration: Calibration | None = None,
+        depth: np.ndarray | None = None,
+        *,
+        match: MatchSettings | None = None,
+        want_matches: bool = True,
+        want_tracks: bool = True,
+        want_odometry: bool = True,
+    ) -> FrameResult:
+        """One frame: ``images`` = [image] (mono, RGB-D) or [left, right] (stereo), ``depth`` in
+        metres (RGB-D), ``calibration`` the one the frame arrived with.
+
+        Keypoints are always computed. ``want_matches=False`` skips frame-to-frame matching (track
+        ids then start afresh on this frame) unless tracks or odometry are wanted, which need it;
+        ``want_tracks``/``want_odometry`` skip the VINS tracks / the pose estimate for this frame;
+        stereo matching runs in stereo mode when matches or odometry are wanted.
+        """
+        calib, ms = calibration or Calibration(), match or self.match
+        want_matches = want_matches or want_tracks or want_odometry
+        feats, t_extract = self.extract(images)
+        cur = to_numpy(feats[0])
+        kp = cur["keypoints"]
+        prev = self._prev
+        restarted = prev is not None and stamp <= prev[2]
+        if restarted:  # time went back (bag loop): restart tracks and trajectory
+            self.reset()
+            prev = None
+        r = FrameResult(stamp, cur, feats[0], np.zeros(0, np.uint32), *empty_matches(), restarted=restarted)
+        r.extract_seconds = t_extract
+        if prev is not None and want_matches:
+            if ms.method == "essential" and calib.K is None:
+                r.warnings.append(("noK", "essential-matrix verification needs camera_info; matches are unverified"))
+            r.matches, r.distances, r.inliers = self._match(prev[0], feats[0], prev[1], kp, ms, calib.K)
+            r.previous_keypoints, r.previous_stamp = prev[1], prev[2]
+        r.track_ids = self.tracker.update(len(kp), r.matches if r.previous_keypoints is not None else None, r.inliers)
+        if depth is not None:
+            r.keypoint_depth = sample_depth(depth, kp, images[0].shape[:2])
+        stereo = None
+        if self.mode == "stereo" and want_matches:
+            r.right_features = to_numpy(feats[1])
+            right_kp = r.right_features["keypoints"]
+            sm = self._match(feats[0], feats[1], kp, right_kp, ms, calib.K, "fundamental")
+            r.stereo_matches, r.stereo_distances, r.stereo_inliers = sm
+            stereo = (right_kp, sm[0][sm[2]])
+        elif self.mode == "stereo":
+            r.right_features = to_numpy(feats[1])
+        if depth is not None and want_odometry and depth.shape != images[0].shape[:2]:
+            h, w = images[0].shape[:2]  # odometry reads depth at keypoint pixels
+            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        r.odometry = self.odometry.step(
+            _stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry
+        )
+        if r.odometry.error:
+            r.warnings.append(("vo", f"odometry skipped this frame: {r.odometry.error}"))
+        self._prev = (feats[0], kp, stamp)
+        return r
+
+    @staticmethod
+    def _match(f0, f1, k0, k1, ms: MatchSettings, K, method: str | None = None):
+        return match_frames(f0, f1, k0, k1, ms.ratio, ms.max_distance, method or ms.method, ms.threshold, K)
+
+    def stats(self) -> dict[str, Any]:
+        """Tracking state, odometry counters and track lengths (for diagnostics)."""
+        return self.odometry.stats(self.tracker.track_lengths)
+
+
+def _stamp_ns(stamp: tuple[int, int]) -> int:
+    return int(stamp[0]) * 1_000_000_000 + int(stamp[1])
