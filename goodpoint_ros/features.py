@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.device import resolve_device
+from goodpoint_ros.device import choose_precision, resolve_device
 
 FEATURE_KEYS = ("keypoints", "scores", "descriptors", "detector")
 
@@ -220,15 +220,37 @@ def rescale_keypoints(keypoints: torch.Tensor, src_hw: Sequence[int], dst_hw: Se
     return (keypoints + 0.5) * factor - 0.5
 
 
-def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor) -> list[dict]:
+# Reduced precisions the torch backend runs the network in (autocast); int8 is onnxruntime's.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_network(model, batch: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """The model's dense outputs, the network run under ``precision`` (fp32, bf16, fp16 autocast).
+
+    Outputs come back as float32: the precision boundary is the network's output, so that NMS,
+    top-k, sub-pixel refinement and descriptor sampling + normalisation run in fp32 and scores
+    and ties stay stable (heatmaps are already computed in fp32 inside the models).
+    """
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        if precision != "fp32":
+            raise ValueError(f"the torch backend runs fp32, bf16 or fp16, not '{precision}'")
+        return model(batch)
+    with torch.autocast(batch.device.type, dtype=dtype):
+        dense = model(batch)
+    return {k: v.float() if v.is_floating_point() else v for k, v in dense.items()}
+
+
+def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precision: str = "fp32") -> list[dict]:
     """Run ``model`` on CxHxW images (same channels, any sizes) and return one feature dict each.
 
-    Keypoints are (x, y) pixels of the original image; descriptors are L2-normalised.
+    Keypoints are (x, y) pixels of the original image; descriptors are L2-normalised. The
+    network runs in ``precision`` (``run_network``), everything after it in fp32.
     """
     batch, sizes = pad_to_multiple(images, model.pad_to)
     scales = model.pyramid_scales(int(sizes[:, 0].min()), int(sizes[:, 1].min()))
     if len(scales) == 1:
-        return model.detect(model(batch), sizes)
+        return model.detect(run_network(model, batch, precision), sizes)
     per_scale = []
     for s in scales:
         if s == 1.0:
@@ -242,7 +264,7 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor) -> list[
                 .floor()
                 .long()
             )
-        feats = model.detect(model(sb), ss, budget_scale=1.0)
+        feats = model.detect(run_network(model, sb, precision), ss, budget_scale=1.0)
         if s != 1.0:
             for f in feats:
                 f["keypoints"] = rescale_keypoints(f["keypoints"], sb.shape[-2:], batch.shape[-2:])
@@ -261,15 +283,23 @@ class Extractor:
         conf: dict | None = None,
         fp16: bool = True,
         channels_last: bool = True,
+        precision: str = "auto",
     ) -> None:
+        """``precision``: auto | fp32 | bf16 | fp16 (``device.resolve_precision``; int8 runs in
+        the onnxruntime backend). ``fp16=False`` (the older switch) makes ``auto`` mean fp32."""
         from goodpoint_ros.checkpoint import load_model
         from goodpoint_ros.models import DEFAULT_MODEL
 
         model = model or DEFAULT_MODEL
 
         self.device = resolve_device(device)
+        if str(precision).lower() == "auto" and not fp16:
+            precision = "fp32"
+        self.precision = choose_precision(precision, self.device, "torch")
+        if self.precision == "int8":
+            raise ValueError("precision int8 runs in the onnxruntime backend (backend: onnxruntime)")
         self.model = load_model(model, weights, conf=conf).to(self.device).eval()
-        self.fp16 = fp16 and self.device.type == "cuda"
+        self.fp16 = self.precision == "fp16"
         if channels_last and self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -288,8 +318,7 @@ class Extractor:
     @torch.inference_mode()
     def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         ims = [prepare_image(im, self.model.in_channels, self.device) for im in images]
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            return extract_batch(self.model, ims)  # descriptors come out float32 (sample_descriptors)
+        return extract_batch(self.model, ims, self.precision)  # features come out float32
 
     def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
         """Features of one image as numpy arrays (float32, detector uint8)."""

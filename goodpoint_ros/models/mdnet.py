@@ -81,7 +81,10 @@ class MDNet(BaseModel):
         """image Bx3xHxW in [0, 1] -> ``features`` F, ``descriptors`` (F normalised) and
         ``heatmaps`` BxNxHxW in (0, 1)."""
         feat = self.backbone(image)
-        heat = torch.sigmoid(self.detector(feat.float() ** 2))
+        # The N-channel 1x1 head runs in fp32 even under autocast: bf16 heatmaps hold only a few
+        # hundred distinct values near the 0.7 threshold, so NMS and top-k would be ruled by ties.
+        with torch.autocast(image.device.type, enabled=False):
+            heat = torch.sigmoid(self.detector(feat.float() ** 2))
         return {"features": feat, "descriptors": F.normalize(feat, dim=1), "heatmaps": heat}
 
     def pyramid_scales(self, height: int, width: int) -> list[float]:
