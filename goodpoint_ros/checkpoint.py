@@ -9,7 +9,11 @@ the architecture config so loading never guesses. Shipped weights live in
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class CheckpointError(RuntimeError):
-    """A weights file that is missing, corrupt, truncated or does not fit the model."""
+    """A weights file that is missing, corrupt, truncated or does not fit the model.
+
+    Its message is always one line, ``<path>: <problem>``, and never repeats torch's advice to
+    load with ``weights_only=False`` (the one thing not to do with a stranger's file)."""
 
 
 def shipped_weights(name: str) -> Path:
@@ -53,29 +60,85 @@ def save_weights(model: BaseModel, path: str | Path, half: bool = False, **meta:
     )
 
 
+def _one_line(e: BaseException) -> str:
+    """The first line of an exception, unless it is torch's ``weights_only`` advice."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    first = lines[0][:160] if lines else ""
+    return "" if "weights_only" in first else first
+
+
+def load_data(path: str | Path, what: str = "weights file") -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, every failure turned into one CheckpointError
+    line saying what is wrong with the file: missing, empty, truncated, corrupt (zip CRC), not a
+    torch file, or pickled Python objects/code that a weights file must not hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a {what}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04":  # torch's zip format: check it is whole before unpickling
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointError(f"{path}: truncated or corrupt {what} ({size} bytes; zip archive: {e})") from None
+        if bad is not None:
+            raise CheckpointError(f"{path}: corrupt {what} (member '{bad}' fails its CRC check)")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects ({found.group(1)}), not plain tensors; "
+                f"goodpoint_ros loads weights as data only, never code"
+            ) from None
+        raise CheckpointError(f"{path}: not a torch {what} (unreadable pickle data)") from None
+    except EOFError:
+        raise CheckpointError(f"{path}: truncated {what} ({size} bytes)") from None
+    except Exception as e:  # anything else torch or pickle raise on foreign bytes
+        detail = _one_line(e)
+        raise CheckpointError(
+            f"{path}: not a torch {what} ({type(e).__name__}{': ' + detail if detail else ''})"
+        ) from None
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint dict safely (``weights_only``), or raise one clear CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or pickled code refused by weights_only
-        raise CheckpointError(f"{path}: not a readable goodpoint_ros checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a goodpoint_ros checkpoint (expected format '{FORMAT}')")
+    ckpt = load_data(path)
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt == "goodpoint_ros/train/1":
+        raise CheckpointError(f"{path}: a training checkpoint, not weights: use model.pt or best_model.pt of that run")
+    if fmt != FORMAT or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a goodpoint_ros weights file (expected format '{FORMAT}')")
+    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict entry '{bad[0]}' is not a tensor")
+    if not isinstance(ckpt.get("conf", {}), dict) or not isinstance(ckpt.get("detection", {}), dict):
+        raise CheckpointError(f"{path}: its architecture config is not a dict")
     return ckpt
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None, conf: dict | None = None) -> BaseModel:
     """Build the architecture the checkpoint records and load its weights strictly."""
     saved = ckpt.get("model")
-    if saved not in MODELS:
+    if not isinstance(saved, str) or saved not in MODELS:
         raise CheckpointError(f"{path}: records unknown model '{saved}'")
     if name is not None and MODELS[name][0] is not MODELS[saved][0]:
         raise CheckpointError(f"{path}: holds a '{saved}' model, but '{name}' was requested")
     # "detection" holds tuned run-time defaults (threshold...) that a model card documents.
-    model = build_model(saved, {**ckpt.get("conf", {}), **ckpt.get("detection", {}), **(conf or {})})
+    try:
+        model = build_model(saved, {**ckpt.get("conf", {}), **ckpt.get("detection", {}), **(conf or {})})
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path}: records an unusable '{saved}' config ({type(e).__name__}: {_one_line(e)})"
+        ) from None
     own = model.state_dict()
     state = ckpt["state_dict"]
     missing = sorted(set(own) - set(state))
@@ -96,6 +159,9 @@ def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None,
             if x
         )
         raise CheckpointError(f"{path}: weights do not match model '{saved}': {detail}")
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise CheckpointError(f"{path}: holds non-finite weights (NaN/inf) in '{nonfinite[0]}'")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model
 

@@ -1,6 +1,7 @@
 """ROS-free command-line tools: ``goodpoint-extract`` and ``goodpoint-match``.
 
-Errors (unreadable image, bad weights, unknown model) exit non-zero with one clear line.
+Errors (unreadable image, image above ``--max-pixels``, bad weights, unknown model) print one
+line on stderr and exit with status 2 (argparse's usage errors use 2 as well).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 
@@ -22,6 +24,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="detection threshold")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--backend", default="torch", help="inference backend (torch, onnxruntime)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images whose header declares more pixels, before decoding (0: no limit; "
+        "default %(default)s, a little above 4K)",
+    )
 
 
 def _extractor(args: argparse.Namespace):
@@ -36,7 +45,7 @@ def _extractor(args: argparse.Namespace):
 
 
 def _run(fn, argv) -> int:
-    """Run ``fn`` and turn any expected failure into one line on stderr and exit code 1."""
+    """Run ``fn`` and turn any expected failure into one line on stderr and exit code 2."""
     from goodpoint_ros.checkpoint import CheckpointError
     from goodpoint_ros.images import ImageReadError
 
@@ -45,7 +54,7 @@ def _run(fn, argv) -> int:
     except (ImageReadError, CheckpointError, KeyError, ValueError, RuntimeError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _extract(argv) -> int:
@@ -57,7 +66,7 @@ def _extract(argv) -> int:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--output", "-o", required=True, help="output .npz")
     args = p.parse_args(argv)
-    images = [read_image(path) for path in args.images]  # fail before loading the model
+    images = [read_image(path, args.max_pixels) for path in args.images]  # fail before loading the model
     ex = _extractor(args)
     arrays = {}
     for i, image in enumerate(images):
@@ -94,7 +103,7 @@ def _match(argv) -> int:
     args = p.parse_args(argv)
     if len(args.images) not in (0, 2):
         p.error("give two images, or none for the bundled pair")
-    im0, im1 = (read_image(x) for x in args.images) if args.images else sample_pair()
+    im0, im1 = (read_image(x, args.max_pixels) for x in args.images) if args.images else sample_pair()
     t0 = time.perf_counter()
     ex = _extractor(args)
     t_load = time.perf_counter() - t0

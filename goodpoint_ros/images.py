@@ -7,19 +7,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_bytes
+
 
 class ImageReadError(RuntimeError):
     pass
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB (or gray) uint8/uint16, or ImageReadError with the reason."""
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file as RGB (or gray) uint8/uint16, or ImageReadError with the reason.
+
+    Decoded by ``image_codec.decode_bytes``, like camera messages: the header must declare at
+    most ``max_pixels`` (None/0: no limit), so a decompression bomb is refused before decoding."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ImageReadError(f"{path}: not a readable image")
+    try:
+        image = decode_bytes(path.read_bytes(), max_pixels, str(path))
+    except ImageDecodeError as e:
+        raise ImageReadError(str(e)) from None
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(image, code)

@@ -28,11 +28,18 @@ import numpy as np
 import torch
 
 from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import ImageReadError, read_image
+from goodpoint_ros.images import ImageReadError
+from goodpoint_ros.images import read_image as _read_limited
 from training.metrics import evaluate_pair, summarize
 from training.opencv_features import CLASSICAL, OpenCVFeatures
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Evaluation photos are local files, often wallpapers above 4K, downscaled by ``--max-side``
+    right after reading: no pixel limit here (the node, CLI, training and bag tool keep theirs)."""
+    return _read_limited(path, max_pixels=None)
 
 
 class EvalError(RuntimeError):

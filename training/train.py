@@ -392,12 +392,9 @@ def save_checkpoint(
 
 
 def read_train_checkpoint(path: Path) -> dict:
-    from goodpoint_ros.checkpoint import CheckpointError
+    from goodpoint_ros.checkpoint import CheckpointError, load_data
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = load_data(path, "training checkpoint")  # one line per problem, like weights files
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint (expected format '{TRAIN_FORMAT}')")
     return ckpt
