@@ -19,7 +19,7 @@ import numpy as np
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.image_codec import ImageDecodeError, decode_image
 from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
-from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.params import DEFAULTS  # the node's parameter table: one source of defaults
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -34,15 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("input", help="input ROS 2 bag folder (sqlite3 or mcap) or a .mcap/.db3 file")
     ap.add_argument("output", help="output bag folder (mcap); must not exist")
     ap.add_argument("--topic", required=True, help="image topic (sensor_msgs/Image or CompressedImage)")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small")
-    ap.add_argument("--weights", default="default", help="default | random | path to a checkpoint")
-    ap.add_argument("--backend", default="torch")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--max-keypoints", type=int, default=1000)
-    ap.add_argument("--match-ratio", type=float, default=0.95, help=">= 1 disables the ratio test")
-    ap.add_argument("--match-max-distance", type=float, default=0.0, help="<= 0 disables it")
-    ap.add_argument("--verification", default="homography", choices=["homography", "fundamental", "none"])
-    ap.add_argument("--threshold", type=float, default=3.0, help="RANSAC inlier threshold in pixels")
+    ap.add_argument("--model", default=DEFAULTS["model"], help="goodpoint | goodpoint_small | mdnet | mdnet_small")
+    ap.add_argument("--weights", default=DEFAULTS["weights"], help="default | random | path to a checkpoint")
+    ap.add_argument("--backend", default=DEFAULTS["backend"])
+    ap.add_argument("--device", default=DEFAULTS["device"])
+    ap.add_argument("--max-keypoints", type=int, default=DEFAULTS["max_keypoints"])
+    ap.add_argument("--match-ratio", type=float, default=DEFAULTS["match_ratio"], help=">= 1 disables the ratio test")
+    ap.add_argument("--match-max-distance", type=float, default=DEFAULTS["match_max_distance"], help="<= 0 disables it")
+    ap.add_argument(
+        "--verification", default=DEFAULTS["verification_method"], choices=["homography", "fundamental", "none"]
+    )
+    ap.add_argument(
+        "--threshold", type=float, default=DEFAULTS["verification_threshold"], help="RANSAC inlier threshold in pixels"
+    )
     ap.add_argument("--prefix", default="/goodpoint_extractor", help="namespace of the output topics")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many frames (0: all)")
     return ap.parse_args(argv)

@@ -1,0 +1,103 @@
+"""The one parameter table: the YAML, the launch arguments, the bag tool and the core agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from goodpoint_ros import params
+from goodpoint_ros.params import DEFAULTS, PARAMS, TABLE, check, first_problem, parse_text, render_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+YAML = ROOT / "config" / "extractor.yaml"
+
+
+def test_checked_in_params_file_is_the_generated_one():
+    assert YAML.read_text() == render_yaml(), "regenerate: python -m goodpoint_ros.params --write config/extractor.yaml"
+    assert params.main(["--check", str(YAML)]) == 0
+
+
+def test_params_file_names_and_defaults_equal_the_table():
+    values = yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"]
+    assert list(values) == [p.name for p in PARAMS]
+    for p in PARAMS:
+        assert type(values[p.name]) is p.type and values[p.name] == p.default, p.name
+
+
+def test_a_changed_params_file_is_caught(tmp_path):
+    edited = tmp_path / "extractor.yaml"
+    edited.write_text(YAML.read_text().replace("max_keypoints: 1000", "max_keypoints: 999"))
+    assert params.main(["--check", str(edited)]) == 1
+
+
+def test_every_default_is_valid_and_typed():
+    assert first_problem(DEFAULTS) is None
+    for p in PARAMS:
+        assert p.type in (bool, int, float, str), p.name
+        if p.min is not None:
+            assert p.type in (int, float) and type(p.min) is p.type and type(p.max) is p.type, p.name
+        assert p.description and (p.read_only or p.dynamic)
+    assert {"precision", "qos"} <= set(TABLE) and TABLE["precision"].read_only
+    assert DEFAULTS["qos"] == "auto" and DEFAULTS["precision"] == "auto"
+
+
+def test_choices_match_the_core_registries():
+    from goodpoint_ros.backends import ALIASES, BACKENDS
+    from goodpoint_ros.classical import CLASSICAL
+    from goodpoint_ros.models import DEFAULT_MODEL, MODELS
+
+    assert set(params.MODEL_CHOICES) == set(MODELS) | set(CLASSICAL)
+    assert params.DEFAULT_MODEL == DEFAULT_MODEL == DEFAULTS["model"]
+    assert set(params.BACKEND_CHOICES) == set(BACKENDS) | set(ALIASES)
+
+
+@pytest.mark.parametrize(
+    "name, value, ok",
+    [
+        ("max_keypoints", 1, True),
+        ("max_keypoints", 0, False),
+        ("max_keypoints", True, False),
+        ("match_ratio", 1, True),  # an int for a float parameter is fine
+        ("match_ratio", 1.5, False),
+        ("verification_method", "essential", True),
+        ("verification_method", "magic", False),
+        ("device", "cuda:1", True),
+        ("device", "gpu", False),
+        ("precision", "bf16", True),
+        ("precision", "fp64", False),
+        ("compressed", "true", False),
+        ("no_such_parameter", 1, False),
+    ],
+)
+def test_check_ranges_choices_and_types(name, value, ok):
+    assert (check(name, value) is None) == ok
+
+
+def test_parse_text_turns_launch_strings_into_typed_values():
+    assert parse_text("compressed", "True") is True
+    assert parse_text("max_keypoints", "500") == 500
+    assert parse_text("sync_slop", "0.05") == 0.05
+    for name, text in [("compressed", "yes"), ("max_keypoints", "many"), ("input_mode", "quad"), ("bogus", "1")]:
+        with pytest.raises(ValueError, match=name):
+            parse_text(name, text)
+
+
+def test_bag_tool_defaults_come_from_the_table():
+    from goodpoint_ros.bag_tool import parse_args
+
+    a = parse_args(["in", "out", "--topic", "/t"])
+    assert (a.model, a.weights, a.backend, a.device) == tuple(DEFAULTS[k] for k in ("model", "weights", "backend", "device"))
+    assert a.max_keypoints == DEFAULTS["max_keypoints"]
+    assert (a.match_ratio, a.match_max_distance) == (DEFAULTS["match_ratio"], DEFAULTS["match_max_distance"])
+    assert (a.verification, a.threshold) == (DEFAULTS["verification_method"], DEFAULTS["verification_threshold"])
+
+
+def test_launch_overrides_are_table_parameters_and_quote_their_defaults():
+    from goodpoint_ros.launch_logic import LAUNCH_ARGUMENTS, OVERRIDES
+
+    args = {a.name: a for a in LAUNCH_ARGUMENTS}
+    for name in OVERRIDES:
+        assert name in TABLE and args[name].default == ""  # empty: the params file decides
+        assert repr(DEFAULTS[name]) in args[name].description
