@@ -18,9 +18,19 @@ import time
 from collections import deque
 from pathlib import Path
 
+import cv2
 import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, PointCloud2
 
+from goodpoint_ros.checkpoint import shipped_weights
+from goodpoint_ros.drawing import id_colours
+from goodpoint_ros.layout import read_keypoints, read_matches
 from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.ros.conversions import decode_image
+from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
 
 
 def _console(name: str) -> list[str]:
@@ -55,8 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def draw_tracks(image: np.ndarray, history: list[tuple[np.ndarray, np.ndarray]], min_length: int = 3) -> np.ndarray:
     """Tracks (x, y per track id over the kept frames) drawn over ``image``; BGR uint8 out."""
-    import cv2
-
     canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     canvas = (canvas * 0.6).astype(np.uint8)
     if not history:
@@ -68,10 +76,7 @@ def draw_tracks(image: np.ndarray, history: list[tuple[np.ndarray, np.ndarray]],
     uniq, start, count = np.unique(ids, return_index=True, return_counts=True)
     long = count >= min_length
     tracks = np.split(np.round(xy).astype(np.int32), start[1:])
-    hue = (uniq.astype(np.uint64) * 2654435761 % 180).astype(np.uint8)
-    colours = cv2.cvtColor(np.stack([hue, np.full_like(hue, 255), np.full_like(hue, 255)], 1)[None], cv2.COLOR_HSV2BGR)[
-        0
-    ]
+    colours = id_colours(uniq, cv2.COLOR_HSV2BGR)
     for track, colour in zip((t for t, k in zip(tracks, long) if k), colours[long]):  # one polyline per track
         cv2.polylines(canvas, [track], False, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
         cv2.circle(canvas, tuple(int(v) for v in track[-1]), 2, tuple(int(c) for c in colour), -1)
@@ -80,17 +85,7 @@ def draw_tracks(image: np.ndarray, history: list[tuple[np.ndarray, np.ndarray]],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
-
-    profile = apply_fastdds_profile()
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, PointCloud2
-
-    from goodpoint_ros.layout import read_keypoints, read_matches
-    from goodpoint_ros.ros.conversions import decode_image
-
+    profile = apply_fastdds_profile()  # before rclpy.init creates the participant
     env = dict(os.environ)
     ns = "/goodpoint_demo"
     node_cmd = _console("extractor") + [
@@ -208,8 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  end-to-end latency (camera stamp -> keypoints received) p50 {np.percentile(lat, 50):.1f} ms, "
               f"p95 {np.percentile(lat, 95):.1f} ms; model p50 {d.get('extract_p50_ms', '?')} ms")  # fmt: skip
     if state["frame"] is not None and history:
-        import cv2
-
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         picture = draw_tracks(decode_image(state["frame"]), list(history))
@@ -218,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         _, counts = np.unique(ids, return_counts=True)
         print(f"  tracks over the last {len(history)} frames: {int((counts >= 3).sum())} of length >= 3, "
               f"longest {counts.max()}; picture: {out}")  # fmt: skip
-    from goodpoint_ros.checkpoint import shipped_weights
-
     if args.weights in ("default", "random") and not (
         args.weights == "default" and shipped_weights(args.model).is_file()
     ):

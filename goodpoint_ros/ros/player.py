@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.geometry import warp_image
+from goodpoint_ros.images import sample_photo
+from goodpoint_ros.ros.conversions import numpy_to_image
 
 
 def camera_homography(t: float, photo_size: tuple[int, int], size: tuple[int, int], motion: float = 1.0) -> np.ndarray:
@@ -70,17 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
-
-    args = parse_args(argv)
-    apply_fastdds_profile()
+    # rclpy only here: camera_sequence above is used without ROS (bag tool tests, benches)
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from goodpoint_ros.images import sample_photo
-    from goodpoint_ros.ros.conversions import numpy_to_image
+    from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
+
+    args = parse_args(argv)
+    apply_fastdds_profile()  # before rclpy.init creates the participant
 
     rclpy.init()
     node = rclpy.create_node("goodpoint_player")
