@@ -163,3 +163,24 @@ def test_list_topics_cli(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "/camera/image_raw\tsensor_msgs/msg/Image\t1  (image)" in out and "/chatter" in out
     assert main(["--list-topics", str(tmp_path / "nope")]) == 2
+
+
+def test_max_pixels_skips_big_files_and_frames_before_decoding(tmp_path: Path):
+    from test_image_codec import png_bomb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_coffee.jpg"), data.coffee()[..., ::-1])  # 600x400: 0.24 MP
+    (folder / "b_bomb.png").write_bytes(png_bomb(4000, 4000))  # 16 MP in ~16 KB
+    src = build_source({"root": str(folder)})  # the default limit (image_codec.DEFAULT_MAX_PIXELS)
+    with pytest.warns(UserWarning, match="b_bomb.png: PNG 4000x4000 has 16000000 pixels, more than max_pixels"):
+        assert src.load(1) is None
+    assert src.load(0).shape == (400, 600, 3) and src.skipped == 1
+    small = build_source({"root": str(folder), "max_pixels": 100_000})  # a tighter limit: coffee is refused too
+    with pytest.warns(UserWarning, match="max_pixels 100000"):
+        assert small.load(0) is None
+    bag = tmp_path / "bag"
+    write_bag(bag, [cv2.resize(data.astronaut(), (160, 120)), cv2.resize(data.astronaut(), (320, 240))], "mcap")
+    with pytest.warns(UserWarning, match="rgb8 image 320x240 has 76800 pixels, more than max_pixels 20000"):
+        frames = BagFrames(bag, max_pixels=20_000)
+    assert len(frames) == 1 and frames.skipped == 1

@@ -26,7 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from goodpoint_ros.image_codec import compressed_is_plain, compressed_to_numpy, image_to_numpy, to_rgb
+from goodpoint_ros.image_codec import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    compressed_is_plain,
+    compressed_to_numpy,
+    decode_bytes,
+    image_to_numpy,
+    to_rgb,
+)
 from training.augment import make_pair
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -70,9 +78,17 @@ class _SkipCounter:
 
 
 class ImageFolder:
-    """Every image file under ``root`` (any nested tree, e.g. COCO train2017), sorted by path."""
+    """Every image file under ``root`` (any nested tree, e.g. COCO train2017), sorted by path.
+    Files are decoded by ``image_codec.decode_bytes``: one whose header declares more than
+    ``max_pixels`` is skipped (counted) before it is decoded, like a frame from a camera."""
 
-    def __init__(self, root: str | Path, min_size: int = 64, max_images: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        min_size: int = 64,
+        max_images: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist")
@@ -86,6 +102,7 @@ class ImageFolder:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
         self.paths = paths
         self.min_size = min_size
+        self.max_pixels = max_pixels
         self.skips = _SkipCounter(f"image folder {self.root}")
 
     def __len__(self) -> int:
@@ -98,9 +115,10 @@ class ImageFolder:
     def load(self, index: int) -> np.ndarray | None:
         """The frame, or None (counted) when it is unreadable or smaller than ``min_size``."""
         path = self.paths[index]
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if image is None or image.size == 0:
-            self.skips.add(f"{path}: unreadable")
+        try:
+            image = decode_bytes(Path(path).read_bytes(), self.max_pixels, path)
+        except (ImageDecodeError, OSError) as e:
+            self.skips.add(f"unreadable: {e}")
             return None
         if min(image.shape[:2]) < self.min_size:
             self.skips.add(f"{path}: {image.shape[1]}x{image.shape[0]} is smaller than {self.min_size} px")
@@ -113,14 +131,14 @@ class ImageFolder:
 # ---------------------------------------------------------------- ROS 2 bags
 
 
-def decode_image_msg(msg) -> np.ndarray:
+def decode_image_msg(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (decoded by ``goodpoint_ros.image_codec``)."""
-    return to_uint8(to_rgb(image_to_numpy(msg), msg.encoding))
+    return to_uint8(to_rgb(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding))
 
 
-def decode_compressed_msg(msg) -> np.ndarray:
+def decode_compressed_msg(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> uint8 HxW or HxWx3 RGB."""
-    return to_uint8(compressed_to_numpy(msg))
+    return to_uint8(compressed_to_numpy(msg, max_pixels=max_pixels))
 
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
@@ -139,7 +157,8 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 
 class BagFrames:
     """Image frames of one topic of a ROS 2 bag; ``topic=None`` picks the only image topic (or the
-    one with most messages), ``stride`` keeps every n-th frame, ``max_frames`` caps the count."""
+    one with most messages), ``stride`` keeps every n-th frame, ``max_frames`` caps the count;
+    frames above ``max_pixels`` are skipped (counted) before decoding."""
 
     def __init__(
         self,
@@ -148,6 +167,7 @@ class BagFrames:
         stride: int = 1,
         max_frames: int | None = 2000,
         min_size: int = 64,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         from rosbags.highlevel import AnyReader
 
@@ -177,10 +197,10 @@ class BagFrames:
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                     if conn.msgtype.endswith("CompressedImage"):
-                        img = decode_compressed_msg(msg)  # kept as is when load() can read it back
+                        img = decode_compressed_msg(msg, max_pixels)  # kept as is when load() can read it back
                         data = bytes(np.asarray(msg.data, dtype=np.uint8)) if compressed_is_plain(msg.format) else None
                     else:
-                        img = decode_image_msg(msg)
+                        img = decode_image_msg(msg, max_pixels)
                         data = None
                 except Exception as e:  # corrupt or unsupported message: skip it, count it
                     self.skips.add(f"message {i}: {type(e).__name__}: {e}")
@@ -233,8 +253,10 @@ class Mixture:
 def build_source(conf: dict) -> Mixture:
     """Sources from a ``data`` config: ``root`` (one image folder, the common case) and/or
     ``sources``: a list of ``{type: images, root, max_images}`` or
-    ``{type: bag, path, topic, stride, max_frames}``."""
+    ``{type: bag, path, topic, stride, max_frames}``. ``max_pixels`` (default
+    ``image_codec.DEFAULT_MAX_PIXELS``; 0 or None: no limit) applies to every source."""
     min_size = int(conf.get("min_size", 64))
+    max_pixels = conf.get("max_pixels", DEFAULT_MAX_PIXELS)
     specs = list(conf.get("sources") or [])
     if conf.get("root"):
         specs.insert(0, {"type": "images", "root": conf["root"]})
@@ -245,7 +267,9 @@ def build_source(conf: dict) -> Mixture:
         if not spec.get(key):
             raise DataError(f"data source {i} ({kind}) has no '{key}': set data.sources.{i}.{key}=... or data.root=...")
         if kind == "images":
-            out.append(ImageFolder(spec["root"], min_size=min_size, max_images=spec.get("max_images")))
+            out.append(
+                ImageFolder(spec["root"], min_size=min_size, max_images=spec.get("max_images"), max_pixels=max_pixels)
+            )
         elif kind == "bag":
             out.append(
                 BagFrames(
@@ -254,6 +278,7 @@ def build_source(conf: dict) -> Mixture:
                     stride=spec.get("stride", 1),
                     max_frames=spec.get("max_frames", 2000),
                     min_size=min_size,
+                    max_pixels=max_pixels,
                 )
             )
         else:
@@ -351,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list-topics", metavar="BAG", help="print the topics of a ROS 2 bag and exit")
     ap.add_argument("--count", nargs="+", metavar="SOURCE", help="image folders or bags: count usable frames")
     ap.add_argument("--topic", default=None)
+    ap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="skip frames whose header declares more pixels, before decoding (0: no limit)",
+    )
     args = ap.parse_args(argv)
     try:
         if args.list_topics:
@@ -361,8 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.count:
                 p = Path(s)
                 is_bag = p.suffix in (".mcap", ".db3") or (p / "metadata.yaml").exists()
-                src = BagFrames(p, args.topic) if is_bag else ImageFolder(p)
-                print(f"{s}: {len(src)} frames")
+                src = (
+                    BagFrames(p, args.topic, max_pixels=args.max_pixels)
+                    if is_bag
+                    else ImageFolder(p, max_pixels=args.max_pixels)
+                )
+                skipped = f" ({src.skipped} skipped)" if is_bag else ""
+                print(f"{s}: {len(src)} frames{skipped}")
             return 0
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

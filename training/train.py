@@ -32,6 +32,7 @@ import yaml
 
 from goodpoint_ros.checkpoint import atomic_torch_save, save_weights
 from goodpoint_ros.device import resolve_device
+from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import build_model
 
 TRAIN_FORMAT = "goodpoint_ros/train/1"
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,
         "num_workers": 1,
         "min_size": 64,
+        "max_pixels": DEFAULT_MAX_PIXELS,  # frames whose header declares more are skipped before decoding
         "noise": True,
         "homography": {"shift": 14, "perspective": 85, "rotation": 0.08},
     },
