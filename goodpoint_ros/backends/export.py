@@ -4,6 +4,10 @@ The exported graph is ``graph.ExportGraph`` (network + NMS + borders + fixed top
 sampling). After writing the file the command runs it in onnxruntime on a real photo and compares
 with torch: dense heatmap and descriptors max-abs difference and the keypoints; it exits non-zero
 when they disagree.
+
+``--int8`` writes the statically quantised graph instead (``backends/quantize.py``: QDQ,
+per-channel weights, calibrated on training photos); its check is the reduced-precision one:
+keypoint overlap within 1 px and descriptor cosine against torch fp32, with generous floors.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ HEATMAP_TOL = 1e-4
 DESCRIPTOR_TOL = 1e-3
 KEYPOINT_AGREEMENT = 0.99  # at most 1% of keypoints may differ for reasons other than tied scores
 TIE_TOL = 1e-5
+INT8_MIN_OVERLAP = 0.6  # int8 vs torch fp32 on the reference photo (measured ~0.85-0.95, README)
+INT8_MIN_COSINE = 0.95  # median descriptor cosine of the overlapping keypoints (measured > 0.99)
 
 
 def export_onnx(
@@ -208,6 +214,26 @@ def check_parity(
     return result
 
 
+def check_int8_parity(model: torch.nn.Module, onnx_path: str | Path, height: int, width: int) -> dict:
+    """Run a quantised graph and the torch fp32 extractor on the reference photo: ``parity.
+    feature_parity`` numbers (overlap within 1 px, descriptor cosine) and ``ok``."""
+    import onnxruntime as ort
+
+    from goodpoint_ros.backends.parity import feature_parity
+    from goodpoint_ros.features import extract_batch
+
+    image = reference_image(height, width, model.in_channels)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": image})))
+    model = copy.deepcopy(model).cpu().float().eval()
+    with torch.inference_mode():
+        ref = extract_batch(model, torch.from_numpy(image))[0]
+    keep = out["valid"][0] & (out["scores"][0] > model.conf["detection_threshold"])
+    result = feature_parity(ref, {k: out[k][0][keep] for k in ("keypoints", "descriptors", "detector")})
+    result["ok"] = bool(result["overlap"] >= INT8_MIN_OVERLAP and result["cosine_median"] >= INT8_MIN_COSINE)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="goodpoint-export", description=__doc__.splitlines()[0])
     p.add_argument("output", help="output file, e.g. goodpoint_small_320x240.onnx")
@@ -222,6 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--remove-borders", type=int, default=None)
     p.add_argument("--opset", type=int, default=MAX_OPSET)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--int8", action="store_true", help="write the int8 graph (static QDQ quantisation, CPU)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="--int8: folder of TRAINING photos (default: data/photos/train of a checkout, "
+        "$GOODPOINT_CALIBRATION, else scikit-image's training-split photos); never held-out ones",
+    )
+    p.add_argument("--calibration-count", type=int, default=None, help="--int8: photos used (default 32)")
+    p.add_argument(
+        "--int8-keep-float",
+        default=None,
+        help="--int8: convs kept fp32: 'first,last' (default), 'first', 'last' or 'none'",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -238,15 +277,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         model = load_model(args.model, args.weights, conf=conf).eval()
-        path = export_onnx(model, args.output, args.height, args.width, args.dynamic, args.opset)
-    except (ValueError, KeyError, RuntimeError) as e:
+        if args.int8:
+            path = _export_int8(model, args)
+        else:
+            path = export_onnx(model, args.output, args.height, args.width, args.dynamic, args.opset)
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
         print(f"goodpoint-export: error: {e}", file=sys.stderr)
         return 2
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {'dynamic' if args.dynamic else f'{args.height}x{args.width}'})"
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {'dynamic' if args.dynamic else f'{args.height}x{args.width}'}"
+        f"{', int8' if args.int8 else ''})"
     )
     if args.no_check:
         return 0
+    if args.int8:
+        h, w = (-(-v // 8) * 8 for v in (args.height, args.width)) if args.dynamic else (args.height, args.width)
+        r = check_int8_parity(model, path, h, w)
+        print(
+            f"int8 vs torch fp32 {h}x{w}: keypoints within 1 px {r['overlap']:.3f} "
+            f"(int8 {r['keypoints_other']}, fp32 {r['keypoints_ref']}), descriptor cosine median "
+            f"{r['cosine_median']:.4f} p05 {r['cosine_p05']:.4f} -> {'OK' if r['ok'] else 'FAIL'}"
+        )
+        return 0 if r["ok"] else 1
     sizes = [(args.height, args.width)]
     if args.dynamic:
         m = max(model.pad_to, 8)
@@ -261,6 +313,25 @@ def main(argv: list[str] | None = None) -> int:
             f"(not explained by ties: {r['unexplained_mismatches']}) -> {'OK' if r['ok'] else 'FAIL'}"
         )
     return 0 if ok else 1
+
+
+def _export_int8(model: torch.nn.Module, args: argparse.Namespace) -> Path:
+    """The fp32 graph into a temporary folder, calibrated and quantised into ``args.output``."""
+    from goodpoint_ros.backends import quantize
+
+    keep = quantize.DEFAULT_KEEP_FLOAT if args.int8_keep_float is None else args.int8_keep_float
+    if isinstance(keep, str):
+        keep = () if keep.strip() == "none" else tuple(k.strip() for k in keep.split(",") if k.strip())
+    count = args.calibration_count or quantize.DEFAULT_CALIBRATION_COUNT
+    source = args.calibration or quantize.default_calibration_source()
+    h, w = args.height, args.width
+    if args.dynamic:
+        h, w = (-(-v // 8) * 8 for v in (h, w))
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", args.height, args.width, args.dynamic, args.opset)
+        images = quantize.calibration_images(source, count, h, w, model.in_channels)
+        print(f"calibrating on {len(images)} photos from {source}, fp32 convs: {', '.join(keep) or 'none'}")
+        return quantize.quantize_int8(fp32, args.output, images, keep)
 
 
 if __name__ == "__main__":

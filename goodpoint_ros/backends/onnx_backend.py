@@ -6,6 +6,11 @@ settings and the size; later runs (and other processes) reuse the file. Executio
 from a list (TensorRT, CUDA, CPU); a missing one falls back with one log line. TensorRT engines
 are cached on disk next to the ONNX files (ORT's ``trt_engine_cache_*`` options), so a robot
 builds them once, not at every start.
+
+Precision: fp32 graphs everywhere; fp16 is TensorRT's (``trt_fp16_enable``); int8 is the
+statically quantised QDQ graph (``backends/quantize.py``), made on first use from the cached fp32
+graph and cached beside it. onnxruntime's CPU provider has no fast bf16 kernels, so ``auto`` is
+fp32 on CPU here (bf16 is the torch backend's).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ import torch
 
 from goodpoint_ros.backends.export import MAX_OPSET, export_onnx
 from goodpoint_ros.backends.graph import GRAPH_VERSION
+from goodpoint_ros.backends.quantize import (
+    DEFAULT_CALIBRATION_COUNT,
+    DEFAULT_KEEP_FLOAT,
+    calibration_images,
+    default_calibration_source,
+    int8_key,
+    quantize_int8,
+)
+from goodpoint_ros.device import resolve_precision
 from goodpoint_ros.features import prepare_image, to_numpy
 
 log = logging.getLogger("goodpoint_ros.backends")
@@ -135,7 +149,14 @@ class OnnxExtractor:
         fp16: bool = True,
         opset: int = MAX_OPSET,
         spin: bool = False,
+        precision: str = "auto",
+        calibration: str | None = None,
+        calibration_count: int = DEFAULT_CALIBRATION_COUNT,
+        int8_keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
     ) -> None:
+        """``precision``: auto | fp32 | fp16 (TensorRT) | int8 (``calibration``: a folder of
+        training photos, default ``quantize.default_calibration_source``); ``fp16=False`` keeps
+        ``auto`` at fp32 on TensorRT."""
         import onnxruntime as ort
 
         from goodpoint_ros.checkpoint import load_model
@@ -145,6 +166,13 @@ class OnnxExtractor:
             raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
         self.cache = Path(cache) if cache is not None else cache_dir()
         self.providers = resolve_providers(device, providers, self.cache / "trt_engines", fp16)
+        self.precision = self._choose_precision(precision, self.providers[0][0], fp16)
+        for name, opts in self.providers:
+            if name == "TensorrtExecutionProvider":
+                opts["trt_fp16_enable"] = self.precision == "fp16"
+        self.calibration = calibration or default_calibration_source()
+        self.calibration_count = calibration_count
+        self.int8_keep_float = tuple(int8_keep_float)
         self.dynamic = dynamic
         self.opset = opset
         self.options = ort.SessionOptions()
@@ -158,6 +186,26 @@ class OnnxExtractor:
         self._digest = weights_digest(self.model)
         self._sessions: dict[tuple, Any] = {}
         self.device = torch.device("cpu")
+
+    @staticmethod
+    def _choose_precision(precision: str, provider: str, fp16: bool) -> str:
+        """auto: fp16 when TensorRT (the first ``provider``) runs the graph, else fp32 (one log
+        line); bf16 and fp16 without TensorRT are refused with the reason."""
+        kind = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}.get(provider, "cpu")
+        if str(precision).lower() == "auto" and kind == "cuda":
+            chosen, why = "fp32", "CUDA provider runs the fp32 graph (fp16 is TensorRT's)"
+        else:
+            chosen, why = resolve_precision(precision, kind, "onnxruntime", allow_fp16=fp16)
+        if str(precision).lower() == "auto":
+            logging.getLogger("goodpoint_ros.precision").info("precision auto -> %s (%s)", chosen, why)
+        if chosen == "bf16":
+            raise ValueError(
+                "precision bf16: onnxruntime's CPU provider has no fast bf16 kernels; "
+                "use backend torch for bf16, or precision int8 here"
+            )
+        if chosen == "fp16" and kind != "tensorrt":
+            raise ValueError("precision fp16 in onnxruntime needs the TensorRT provider (device tensorrt)")
+        return chosen
 
     @property
     def name(self) -> str:
@@ -183,16 +231,30 @@ class OnnxExtractor:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.cache / f"{self.model.name}_{size}_{digest}.onnx"
 
+    def int8_path(self, height: int, width: int) -> Path:
+        """The cache file of the quantised graph: the fp32 file's name + calibration settings."""
+        fp32 = self.onnx_path(height, width)
+        key = int8_key(self.calibration, self.calibration_count, self.int8_keep_float)
+        return fp32.with_name(f"{fp32.stem}_int8_{key}.onnx")
+
     def session(self, height: int, width: int):
-        """The onnxruntime session for an input size, exporting the graph on first use."""
+        """The onnxruntime session for an input size, exporting (and quantising) on first use."""
         import onnxruntime as ort
 
         key = ("dynamic",) if self.dynamic else (height, width)
         if key not in self._sessions:
             path = self.onnx_path(height, width)
-            if not path.is_file():
+            if not path.is_file() and not (self.precision == "int8" and self.int8_path(height, width).is_file()):
                 log.info("exporting %s for %s to %s", self.model.name, key, path)
                 export_onnx(self.model, path, height, width, self.dynamic, self.opset)
+            if self.precision == "int8":
+                fp32, path = path, self.int8_path(height, width)
+                if not path.is_file():
+                    log.info("int8: calibrating %s on %s (%d photos)", self.model.name, self.calibration,
+                             self.calibration_count)  # fmt: skip
+                    c = self.model.in_channels
+                    images = calibration_images(self.calibration, self.calibration_count, height, width, c)
+                    quantize_int8(fp32, path, images, self.int8_keep_float)
             self._sessions[key] = ort.InferenceSession(
                 str(path), self.options, providers=[p for p, _ in self.providers],
                 provider_options=[o for _, o in self.providers],
