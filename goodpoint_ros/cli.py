@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.device import PRECISIONS
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
@@ -24,6 +25,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="detection threshold")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--backend", default="torch", help="inference backend (torch, onnxruntime)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="network precision: auto (bf16 on CPUs with AVX-512 BF16/AMX in torch, fp16 on CUDA, else "
+        "fp32), fp32, bf16, fp16, int8 (onnxruntime backend)",
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -41,7 +49,7 @@ def _extractor(args: argparse.Namespace):
         conf["max_keypoints"] = args.max_keypoints
     if args.threshold is not None:
         conf["detection_threshold"] = args.threshold
-    return make_extractor(args.backend, args.model, args.weights, args.device, conf)
+    return make_extractor(args.backend, args.model, args.weights, args.device, conf, precision=args.precision)
 
 
 def _run(fn, argv) -> int:
@@ -119,7 +127,7 @@ def _match(argv) -> int:
     t0 = time.perf_counter()
     _, inliers = verify(n0["keypoints"][m[:, 0]], n1["keypoints"][m[:, 1]], args.verify, args.ransac_threshold)
     t_verify = time.perf_counter() - t0
-    print(f"model        {ex.name} ({args.weights}) on {ex.device}")
+    print(f"model        {ex.name} ({args.weights}) on {ex.device}, {getattr(ex, 'precision', 'fp32')}")
     print(f"keypoints    {len(n0['keypoints'])} / {len(n1['keypoints'])}")
     print(f"matches      {len(m)}")
     print(f"inliers      {int(inliers.sum())} ({inliers.mean() * 100 if len(m) else 0:.1f}%, {args.verify})")
