@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ when run from a checkout
 
-from goodpoint_ros.features import Extractor  # noqa: E402
+from goodpoint_ros.backends import make_extractor  # noqa: E402
 from goodpoint_ros.geometry import warp_points  # noqa: E402
 from goodpoint_ros.matching import match_mnn  # noqa: E402
 from training.evaluate import generated_pairs  # noqa: E402
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subpixel-radius", type=int, default=0, help="0: the integer heatmap peaks")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    ex = Extractor(args.model, args.weights)
+    ex = make_extractor(model=args.model, weights=args.weights)
     ex.set_detection(max_keypoints=1000, subpixel_radius=args.subpixel_radius)
     cols, errors = [], []
     for pair in generated_pairs(Path(args.photos), args.pairs, 0, args.max_side):

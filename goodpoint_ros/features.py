@@ -15,8 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.device import choose_precision, resolve_device
-
 FEATURE_KEYS = ("keypoints", "scores", "descriptors", "detector")
 
 
@@ -270,59 +268,6 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precisio
                 f["keypoints"] = rescale_keypoints(f["keypoints"], sb.shape[-2:], batch.shape[-2:])
         per_scale.append(feats)
     return [model.merge_scales([p[i] for p in per_scale]) for i in range(len(sizes))]
-
-
-class Extractor:
-    """Convenience wrapper: model by name or checkpoint, device, precision, numpy in and out."""
-
-    def __init__(
-        self,
-        model: str | None = None,
-        weights: str | None = "default",
-        device: str = "auto",
-        conf: dict | None = None,
-        fp16: bool = True,
-        channels_last: bool = True,
-        precision: str = "auto",
-    ) -> None:
-        """``precision``: auto | fp32 | bf16 | fp16 (``device.resolve_precision``; int8 runs in
-        the onnxruntime backend). ``fp16=False`` (the older switch) makes ``auto`` mean fp32."""
-        from goodpoint_ros.checkpoint import load_model
-        from goodpoint_ros.models import DEFAULT_MODEL
-
-        model = model or DEFAULT_MODEL
-
-        self.device = resolve_device(device)
-        if str(precision).lower() == "auto" and not fp16:
-            precision = "fp32"
-        self.precision = choose_precision(precision, self.device, "torch")
-        if self.precision == "int8":
-            raise ValueError("precision int8 runs in the onnxruntime backend (backend: onnxruntime)")
-        self.model = load_model(model, weights, conf=conf).to(self.device).eval()
-        self.fp16 = self.precision == "fp16"
-        if channels_last and self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    def set_detection(self, **kwargs: Any) -> None:
-        self.model.set_detection(**kwargs)
-
-    @torch.inference_mode()
-    def extract(self, image: Any) -> dict[str, torch.Tensor]:
-        """Features of one image as tensors on the model's device."""
-        return self.extract_many([image])[0]
-
-    @torch.inference_mode()
-    def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
-        ims = [prepare_image(im, self.model.in_channels, self.device) for im in images]
-        return extract_batch(self.model, ims, self.precision)  # features come out float32
-
-    def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
-        """Features of one image as numpy arrays (float32, detector uint8)."""
-        return to_numpy(self.extract(image))
 
 
 def to_numpy(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

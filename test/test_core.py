@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from goodpoint_ros.backends.torch_backend import TorchExtractor
 from goodpoint_ros.checkpoint import CheckpointError, load_model, read_checkpoint, save_weights
 from goodpoint_ros.features import (
-    Extractor,
     extract_batch,
     nms_mask,
     pad_to_multiple,
@@ -176,7 +176,7 @@ def test_prepare_image_accepts_any_input():
 
 @pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
 def test_extraction_contract_on_a_real_photo(photo, name):
-    ex = Extractor(name, weights="random", device="cpu", conf={"max_keypoints": 200, "detection_threshold": 0.0})
+    ex = TorchExtractor(name, weights="random", device="cpu", conf={"max_keypoints": 200, "detection_threshold": 0.0})
     img = photo[:237, :311]  # odd size
     f = ex.extract_numpy(img)
     k = len(f["keypoints"])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from goodpoint_ros.backends.torch_backend import TorchExtractor
 from goodpoint_ros.checkpoint import WEIGHTS_DIR, read_checkpoint
-from goodpoint_ros.features import Extractor
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import sample_photo
 from training.augment import sample_homography
@@ -21,7 +21,7 @@ def test_at_least_one_trained_model_ships():
         assert (WEIGHTS_DIR / f"{name}.md").is_file(), f"{name}.pt has no model card"
 
 
-def _pair_scores(ex: Extractor, seed: int) -> dict:
+def _pair_scores(ex: TorchExtractor, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     image = sample_photo("coffee")  # a real photo the training set does not contain
     h, w = image.shape[:2]
@@ -36,10 +36,10 @@ def test_shipped_weights_beat_random_weights(name):
     torch.manual_seed(0)
     ckpt = read_checkpoint(WEIGHTS_DIR / f"{name}.pt")
     assert ckpt["model"] == name and ckpt.get("steps", 0) > 0
-    trained = Extractor(name, weights="default", device="cpu", conf={"max_keypoints": 1000})
+    trained = TorchExtractor(name, weights="default", device="cpu", conf={"max_keypoints": 1000})
     f = trained.extract(sample_photo("astronaut"))
     assert len(f["keypoints"]) >= 300, "a trained model must find many keypoints on a textured photo"
-    random = Extractor(name, weights="random", device="cpu", conf={"max_keypoints": 1000})
+    random = TorchExtractor(name, weights="random", device="cpu", conf={"max_keypoints": 1000})
     if random.model.name.startswith("mdnet"):  # random detectors never pass the paper's 0.7 threshold
         random.set_detection(detection_threshold=0.0)
     ours = [_pair_scores(trained, s) for s in (0, 1)]

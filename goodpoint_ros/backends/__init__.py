@@ -2,8 +2,8 @@
 
 ``make_extractor`` is the single entry point used by the CLI, the node, the bag tool, the
 evaluation and the benches:
-- learned models (``models.MODELS``) run in a backend: ``torch`` (``features.Extractor``: CPU, or
-  CUDA with fp16 autocast) or ``onnxruntime`` (aliases ``onnx``, ``ort``: the exported
+- learned models (``models.MODELS``) run in a backend: ``torch`` (``backends.torch_backend``: CPU, or
+  CUDA) or ``onnxruntime`` (aliases ``onnx``, ``ort``: the exported
   fixed-top-k graph, ``backends/onnx_backend.py``, CPU/CUDA/TensorRT execution providers);
 - the classical OpenCV front ends (``classical.CLASSICAL``: orb, akaze, sift) need no weights and
   no backend (``classical.ClassicalExtractor``).
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from goodpoint_ros.backends.onnx_backend import OnnxExtractor
+from goodpoint_ros.backends.torch_backend import TorchExtractor
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.extractor import Extractor
-from goodpoint_ros.features import Extractor as TorchExtractor
 from goodpoint_ros.models import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnxruntime")
@@ -54,10 +55,8 @@ def make_extractor(
         return TorchExtractor(model, weights, device, conf, precision=precision, **kwargs)
     if name == "onnxruntime":
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401  (optional dependency: only this backend needs it)
         except ImportError as e:
             raise RuntimeError(f"backend 'onnxruntime' needs the onnxruntime package ({e})") from None
-        from goodpoint_ros.backends.onnx_backend import OnnxExtractor
-
         return OnnxExtractor(model, weights, device, conf, precision=precision, **kwargs)
     raise ValueError(f"unknown backend '{backend}' (available: {', '.join(BACKENDS)})")

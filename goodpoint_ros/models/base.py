@@ -1,4 +1,4 @@
-"""Shared model plumbing: LightGlue-style ``default_conf`` merging and ``extract``."""
+"""Shared model plumbing: LightGlue-style ``default_conf`` merging and the detection settings."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def merge_conf(default: dict, user: dict | None) -> dict:
 
 
 class BaseModel(nn.Module):
-    """A keypoint model: dense ``forward`` for training, sparse ``extract`` for inference.
+    """A keypoint model: dense ``forward`` for training, sparse ``detect`` on its outputs; images go
+    through ``features.extract_batch`` (the one inference path) or an ``Extractor``.
 
     Subclasses set ``default_conf`` (architecture and detection keys), ``name``, the number of
     input channels, the stride the input must be padded to, and implement ``forward`` and
@@ -55,11 +56,3 @@ class BaseModel(nn.Module):
 
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor) -> list[dict]:
         raise NotImplementedError
-
-    @torch.inference_mode()
-    def extract(self, image: Any) -> dict[str, torch.Tensor]:
-        """Keypoints, scores, descriptors and detector ids of one image (any dtype/size/colour)."""
-        from goodpoint_ros.features import extract_batch, prepare_image
-
-        device = next(self.parameters()).device
-        return extract_batch(self, prepare_image(image, self.in_channels, device)[None])[0]
