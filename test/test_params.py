@@ -88,7 +88,9 @@ def test_bag_tool_defaults_come_from_the_table():
     from goodpoint_ros.bag_tool import parse_args
 
     a = parse_args(["in", "out", "--topic", "/t"])
-    assert (a.model, a.weights, a.backend, a.device) == tuple(DEFAULTS[k] for k in ("model", "weights", "backend", "device"))
+    assert (a.model, a.weights, a.backend, a.device) == tuple(
+        DEFAULTS[k] for k in ("model", "weights", "backend", "device")
+    )
     assert a.max_keypoints == DEFAULTS["max_keypoints"]
     assert (a.match_ratio, a.match_max_distance) == (DEFAULTS["match_ratio"], DEFAULTS["match_max_distance"])
     assert (a.verification, a.threshold) == (DEFAULTS["verification_method"], DEFAULTS["verification_threshold"])

@@ -10,61 +10,26 @@ input mode (mono / RGB-D / stereo): see ``vo.py``; tracking state and resets go 
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-
-
-def fastdds_profile_path() -> Path | None:
-    """The shipped Fast DDS profile: installed share dir (ament_index) first, else the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("goodpoint_ros")) / "config" / "fastdds.xml"
-        if p.is_file():
-            return p
-    except Exception:  # not installed through colcon/ament: fall back to the repository layout
-        pass
-    p = Path(__file__).resolve().parents[2] / "config" / "fastdds.xml"
-    return p if p.is_file() else None
-
-
-def apply_fastdds_profile(env: dict | None = None) -> str | None:
-    """Point Fast DDS at the shipped profile (32 MB shared-memory segment) unless the user chose one.
-
-    Must run before ``rclpy.init`` creates the DDS participant. Returns the profile in effect.
-    """
-    env = os.environ if env is None else env
-    if env.get(PROFILE_ENV):
-        return env[PROFILE_ENV]
-    p = fastdds_profile_path()
-    if p is not None:
-        env[PROFILE_ENV] = str(p)
-        return str(p)
-    return None
-
-
-# rclpy and the messages are imported after the helpers above so that ``apply_fastdds_profile``
-# stays usable by launchers that must not create a participant yet (importing rclpy creates none).
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-
-from goodpoint_ros.frames import match_frames  # noqa: E402
-from goodpoint_ros.models import DEFAULT_MODEL  # noqa: E402
-from goodpoint_ros.ros.conversions import (  # noqa: E402
+from goodpoint_ros.frames import match_frames
+from goodpoint_ros.launch_logic import PROFILE_ENV, apply_fastdds_profile, fastdds_profile_path  # noqa: F401
+from goodpoint_ros.params import DYNAMIC, PARAMS, TABLE, first_problem
+from goodpoint_ros.params import VERIFY_METHODS as VERIFY_METHODS
+from goodpoint_ros.ros.conversions import (
     ImageDecodeError,
     decode_image,
     depth_to_meters,
@@ -72,52 +37,29 @@ from goodpoint_ros.ros.conversions import (  # noqa: E402
     matches_to_cloud,
     numpy_to_image,
 )
-from goodpoint_ros.ros.sync import ApproxTimeSync  # noqa: E402
-from goodpoint_ros.ros.vo import Calibration, NodeOdometry  # noqa: E402
-from goodpoint_ros.tracking import TrackIds  # noqa: E402
+from goodpoint_ros.ros.sync import ApproxTimeSync
+from goodpoint_ros.ros.vo import Calibration, NodeOdometry
+from goodpoint_ros.startup import (
+    StartupError,
+    accepts_keyword,
+    backend_problem,
+    device_problem,
+    one_line,
+    torch_problem,
+    weights_problem,
+)
+from goodpoint_ros.tracking import TrackIds
 
-# name -> (default, description). The single list the node, config/extractor.yaml and README share.
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "model": (DEFAULT_MODEL, "goodpoint | goodpoint_small | mdnet | mdnet_small | orb (OpenCV, weight-free baseline)"),
-    "weights": ("default", "default (shipped, else random with a warning) | random | a .pt path"),
-    "backend": ("torch", "inference backend, see goodpoint_ros.backends"),
-    "device": ("auto", "auto | cpu | cuda | cuda:N"),
-    "max_keypoints": (1000, "keypoints per image (run-time)"),
-    "detection_threshold": (-1.0, "score threshold; < 0 keeps the model's default (run-time)"),
-    "nms_radius": (-1, "NMS radius in pixels; < 0 keeps the model's default (run-time)"),
-    "subpixel_radius": (-1, "sub-pixel refinement window radius, 0 = off; < 0 keeps the model's default (run-time)"),
-    "input_mode": ("mono", "mono | stereo (left/image + right/image) | rgbd (image + depth)"),
-    "compressed": (False, "subscribe to <image>/compressed (CompressedImage) instead of Image"),
-    "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) | reliable"),
-    "sync_slop": (0.02, "stereo/RGB-D: max stamp difference in seconds for a pair"),
-    "sync_queue_size": (10, "stereo/RGB-D: messages kept per input while pairing"),
-    "match_ratio": (0.95, "Lowe ratio test for matching; >= 1 disables it (run-time)"),
-    "match_max_distance": (0.0, "max descriptor distance of a match; <= 0 disables it (run-time)"),
-    "verification_method": ("homography", "homography | fundamental | essential (needs camera_info) | none"),
-    "verification_threshold": (3.0, "RANSAC inlier threshold in pixels (run-time)"),
-    "publish_debug_image": (True, "~/debug_image, built only while someone subscribes"),
-    "warmup": (True, "run the model twice at start so the first frame is not slow"),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
-    "publish_tracks": (True, "~/tracks (VINS-Fusion PointCloud layout); needs camera_info"),
-    "publish_odometry": (True, "~/odometry (nav_msgs/Odometry) from the input mode's VO; needs camera_info"),
-    "odom_frame": ("odom", "header.frame_id of ~/odometry (the first frame's optical frame)"),
-    "child_frame": ("camera", "child_frame_id of ~/odometry (the camera's optical frame)"),
-    "vo_min_inliers": (12, "odometry: fewer inliers than this is a tracking loss (pose held, reset)"),
-    "vo_ransac_px": (2.0, "odometry: RANSAC reprojection threshold in pixels (PnP / essential)"),
-    "vo_min_parallax_px": (10.0, "mono odometry: median parallax in pixels that makes a new keyframe"),
-}
-RUNTIME = {
-    "max_keypoints",
-    "detection_threshold",
-    "nms_radius",
-    "subpixel_radius",
-    "match_ratio",
-    "match_max_distance",
-    "verification_method",
-    "verification_threshold",
-    "publish_debug_image",
-}
-VERIFY_METHODS = ("homography", "fundamental", "essential", "none")
+try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+except ImportError:  # pragma: no cover - older rclpy
+    QoSOverridingOptions = None
+
+# The Fast DDS profile rule (apply_fastdds_profile, re-exported above for the console scripts and
+# tests that import it from here) lives in launch_logic, shared with the launch file.
+# The table lives in goodpoint_ros/params.py; these views keep older callers working.
+PARAMETERS: dict[str, tuple[Any, str]] = {p.name: (p.default, p.description) for p in PARAMS}
+RUNTIME = DYNAMIC
 
 
 def stamp_ns(header: Any) -> int:
@@ -193,24 +135,35 @@ class OrbExtractor:
         ]
 
 
+def descriptor_for(prm: Any) -> ParameterDescriptor:
+    """A table entry as a typed ROS descriptor: read-only start-time parameters, ranges, choices."""
+    d = ParameterDescriptor(
+        name=prm.name,
+        description=prm.description,
+        read_only=prm.read_only,
+        additional_constraints=prm.constraints(),
+    )
+    if prm.min is not None and prm.max is not None and prm.type is int:
+        d.integer_range = [IntegerRange(from_value=int(prm.min), to_value=int(prm.max), step=0)]
+    elif prm.min is not None and prm.max is not None and prm.type is float:
+        d.floating_point_range = [FloatingPointRange(from_value=float(prm.min), to_value=float(prm.max), step=0.0)]
+    return d
+
+
 class ExtractorNode(Node):
     """GoodPoint / MD-Net keypoints, matches and track ids for a mono, stereo or RGB-D camera."""
 
+    _POST_SET = True  # use rclpy's post-set callback where it exists (False: the Humble path)
+    # qos auto: how long after the node's start a camera's publisher may take to be discovered
+    # (Fast DDS between two processes on one machine, measured here: 0.6-2.6 s)
+    DISCOVERY_WAIT_S = 3.0
+    _discovery_deadline: float | None = None
+
     def __init__(self, **kwargs: Any) -> None:
+        self._started = time.monotonic()
         super().__init__("goodpoint_extractor", **kwargs)
-        for name, (default, doc) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=doc))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.params = p
-        if p["verification_method"] not in VERIFY_METHODS:
-            raise ValueError(f"verification_method must be one of {VERIFY_METHODS}")
-
-        from goodpoint_ros.backends import make_extractor
-
-        if p["model"] == "orb":
-            self.extractor = OrbExtractor()
-        else:
-            self.extractor = make_extractor(p["backend"], p["model"], p["weights"], p["device"], None)
+        self.params = p = self._declare_parameters()  # StartupError names a bad one
+        self.extractor = self._make_extractor(p)
         self._apply_detection(p)
         self.model_name = str(p["model"])
         self.device_name = str(getattr(self.extractor, "device", p["device"]))
@@ -245,28 +198,26 @@ class ExtractorNode(Node):
             self.pub_right = self.create_publisher(type(self._cloud_type()), "~/right/keypoints", out_qos)
             self.pub_stereo = self.create_publisher(type(self._cloud_type()), "~/stereo_matches", out_qos)
 
-        in_qos = (
-            qos_profile_sensor_data
-            if p["qos"] == "sensor_data"
-            else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        )
         img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
         self.sync: ApproxTimeSync | None = None
+        self.input_qos: dict[str, str] = {}  # resolved topic -> reliability chosen (log, tests)
         if self.mode == "mono":
-            self.create_subscription(img_type, self._image_topic("image", suffix), self._on_image, in_qos)
+            self._subscribe(img_type, self._image_topic("image", suffix), self._on_image)
         elif self.mode in ("stereo", "rgbd"):
             self.sync = ApproxTimeSync(2, float(p["sync_slop"]), self._on_set, int(p["sync_queue_size"]))
             first, second = ("left/image", "right/image") if self.mode == "stereo" else ("image", "depth")
             second_type = img_type if self.mode == "stereo" else Image
             second_topic = self._image_topic(second, suffix if self.mode == "stereo" else "")
-            self.create_subscription(img_type, self._image_topic(first, suffix), lambda m: self._on_part(0, m), in_qos)
-            self.create_subscription(second_type, second_topic, lambda m: self._on_part(1, m), in_qos)
-        else:
-            raise ValueError(f"input_mode must be mono, stereo or rgbd, got '{self.mode}'")
-        self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
+            self._subscribe(img_type, self._image_topic(first, suffix), lambda m: self._on_part(0, m))
+            self._subscribe(second_type, second_topic, lambda m: self._on_part(1, m))
+        self._subscribe(CameraInfo, "camera_info", self._on_info, overridable=False)
         if self.mode == "stereo":
-            self.create_subscription(CameraInfo, "right/camera_info", self._on_right_info, in_qos)
+            self._subscribe(CameraInfo, "right/camera_info", self._on_right_info, overridable=False)
+        # Validate in the on-set callback, apply after rclpy stored the values (post-set callback,
+        # rclpy >= Iron); on Humble a one-shot timer applies them right after the set call returns.
         self.add_on_set_parameters_callback(self._on_params)
+        if self._POST_SET and hasattr(self, "add_post_set_parameters_callback"):
+            self.add_post_set_parameters_callback(self._apply_params)
         if p["warmup"]:
             self._warmup()
         self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
@@ -274,8 +225,60 @@ class ExtractorNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"goodpoint_extractor ready: model={self.model_name} device={self.device_name} mode={self.mode} "
-            f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']}"
+            f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']} "
+            + " ".join(f"{t}:{r}" for t, r in self.input_qos.items())
         )
+
+    def _resolve(self, name: str) -> str:
+        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Humble
+        if resolve is not None:
+            return resolve(name)
+        return name if name.startswith("/") else f"{self.get_namespace().rstrip('/')}/{name}"
+
+    def _input_qos(self, topic: str) -> QoSProfile:
+        """The subscription QoS for ``topic`` from the ``qos`` parameter.
+
+        ``auto`` looks at the publishers already on the topic. A best-effort subscription receives
+        from best-effort *and* reliable publishers, while a reliable one receives only from reliable
+        publishers (DDS's request/offer rule). So: reliable only when every publisher found is
+        reliable (the camera then retransmits lost fragments of large images for us, as
+        image_pipeline's nodes match their publisher); best effort when any is best effort, and when
+        none is found yet (discovery may lag the node's start): the one choice that receives from
+        whatever camera appears later. Depth stays small: the node keeps only the newest frame.
+        """
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        if self.params["qos"] == "reliable":
+            return reliable
+        if self.params["qos"] == "sensor_data":
+            return qos_profile_sensor_data
+        # A camera already running may not be discovered yet this soon after the node's participant
+        # appeared: poll the graph (filled by the middleware's own thread) for a short while, once.
+        if self._discovery_deadline is None:  # counted from the node's start: model loading counts too
+            self._discovery_deadline = self._started + self.DISCOVERY_WAIT_S
+        while True:
+            try:
+                infos = self.get_publishers_info_by_topic(topic)
+            except Exception:  # an unresolvable name: the subscription itself will say so
+                infos = []
+            if infos or time.monotonic() >= self._discovery_deadline:
+                break
+            time.sleep(0.05)
+        if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
+            return reliable
+        return qos_profile_sensor_data
+
+    def _subscribe(self, msg_type: Any, name: str, callback: Any, overridable: bool = True) -> Any:
+        """An input subscription with the ``qos`` rule; image topics also accept ``qos_overrides``
+        (``qos_overrides./cam/image.subscription.reliability: reliable`` in the params file)."""
+        topic = self._resolve(name)
+        qos = self._input_qos(topic)
+        kwargs = {}
+        if overridable and QoSOverridingOptions is not None:
+            kwargs["qos_overriding_options"] = QoSOverridingOptions.with_default_policies()
+        sub = self.create_subscription(msg_type, name, callback, qos, **kwargs)
+        actual = getattr(sub, "qos_profile", qos)  # after overrides where rclpy exposes it
+        self.input_qos[topic] = "reliable" if actual.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+        return sub
 
     def _image_topic(self, name: str, suffix: str) -> str:
         """``name`` after remapping, plus image_transport's ``/compressed`` suffix when asked, so that
@@ -292,6 +295,52 @@ class ExtractorNode(Node):
         return PointCloud2()
 
     # --- parameters -------------------------------------------------------------------------
+    def _declare_parameters(self) -> dict[str, Any]:
+        """Declare every parameter of the table, typed; return the values, all checked."""
+        values: dict[str, Any] = {}
+        for prm in PARAMS:
+            try:  # rclpy refuses an override of the wrong type or out of the descriptor's range
+                values[prm.name] = self.declare_parameter(prm.name, prm.default, descriptor_for(prm)).value
+            except Exception as e:  # InvalidParameterValueException / InvalidParameterTypeException
+                text = one_line(e).removesuffix(f": {prm.name}")  # rclpy's wording, minus its frame
+                raise StartupError(prm.name, text.split("Reason: ", 1)[-1]) from None
+        bad = first_problem(values)  # choices and patterns (rclpy checks only ranges)
+        if bad:
+            raise StartupError(*bad)
+        return values
+
+    def _make_extractor(self, p: dict[str, Any]) -> Any:
+        """The front end for ``p``; every failure becomes one StartupError naming the parameter."""
+        from goodpoint_ros.params import MODEL_CHOICES
+
+        problem = torch_problem()
+        if problem:
+            raise StartupError(None, problem)
+        from goodpoint_ros.backends import make_extractor
+
+        learned = p["model"] not in ("orb", "akaze", "sift")
+        for name, problem in (
+            ("backend", backend_problem(p["backend"]) if learned else None),
+            ("device", device_problem(p["device"], p["backend"]) if learned else None),
+            ("weights", weights_problem(p["weights"], MODEL_CHOICES)),
+        ):
+            if problem:
+                raise StartupError(name, problem)
+        kwargs = {}
+        if accepts_keyword(make_extractor, "precision"):
+            kwargs["precision"] = p["precision"]
+        elif p["precision"] != "auto":  # make_extractor without a precision option (older core)
+            log = self.get_logger()
+            (log.warning if hasattr(log, "warning") else log.warn)(
+                f"precision '{p['precision']}' ignored: this build's backends have no precision option"
+            )
+        try:
+            return make_extractor(p["backend"], p["model"], p["weights"], p["device"], None, **kwargs)
+        except Exception as e:  # unreadable weights, the other model's weights, a backend failure
+            blame = "weights" if p["weights"] not in ("default", "random") else "model"
+            blame = "backend" if blame == "model" and p["backend"] != "torch" else blame
+            raise StartupError(blame, one_line(e)) from None
+
     def _apply_detection(self, p: dict) -> None:
         keys = getattr(getattr(self.extractor, "model", None), "detection_keys", ("max_keypoints",))
         conf = {"max_keypoints": int(p["max_keypoints"])}
@@ -304,19 +353,42 @@ class ExtractorNode(Node):
         self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys})
 
     def _on_params(self, params: list) -> SetParametersResult:
-        new = dict(self.params)
+        """Validate only: ranges, choices, read-only (rclpy checks the descriptors first; these
+        checks hold the same rules wherever rclpy's do not). Nothing is applied here: another
+        callback may still refuse the set, and rclpy has not stored the values yet."""
         for prm in params:
-            if prm.name in PARAMETERS and prm.name not in RUNTIME and prm.value != self.params[prm.name]:
-                return SetParametersResult(successful=False, reason=f"'{prm.name}' is fixed at start; restart the node")
-            new[prm.name] = prm.value
-        if new["verification_method"] not in VERIFY_METHODS:
-            return SetParametersResult(successful=False, reason=f"verification_method must be one of {VERIFY_METHODS}")
-        if int(new["max_keypoints"]) <= 0:
-            return SetParametersResult(successful=False, reason="max_keypoints must be positive")
+            spec = TABLE.get(prm.name)
+            if spec is None:  # qos_overrides.* and rclpy's own (use_sim_time): not ours to judge
+                continue
+            if spec.read_only and prm.value != self.params[prm.name]:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{prm.name} is read-only (read once at start); restart the node to change it",
+                )
+            problem = spec.check(prm.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=f"{prm.name}: {problem}")
+        if not (self._POST_SET and hasattr(self, "add_post_set_parameters_callback")):
+            self._apply_soon()  # Humble: no post-set callback
+        return SetParametersResult(successful=True)
+
+    def _apply_soon(self) -> None:
+        """Humble fallback: a one-shot timer applies the values once rclpy has stored them."""
+        holder: list = []
+
+        def fire() -> None:
+            self.destroy_timer(holder[0])
+            self._apply_params()
+
+        holder.append(self.create_timer(0.001, fire))
+
+    def _apply_params(self, _params: list | None = None) -> None:
+        """Apply the stored dynamic values (post-set callback, or the Humble timer)."""
+        new = dict(self.params)
+        new.update({name: self.get_parameter(name).value for name in DYNAMIC})
         with self._model_lock:  # the worker reads params/model conf under the same lock
             self.params = new
             self._apply_detection(new)
-        return SetParametersResult(successful=True)
 
     # --- input ------------------------------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
@@ -530,10 +602,13 @@ class ExtractorNode(Node):
         self.pub_diag.publish(msg)
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        # also called by rclpy's shutdown on a node whose __init__ failed half-way: no worker yet
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._wake.set()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=5.0)
         super().destroy_node()
 
 
@@ -550,9 +625,13 @@ def main(args: list[str] | None = None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (KeyError, ValueError, RuntimeError) as e:  # bad parameter, weights or device: one clear line
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"goodpoint_extractor: {msg}", file=sys.stderr)
+    except StartupError as e:  # a bad parameter, weights file, device or torch: one clear line
+        print(f"goodpoint_extractor: {e}", file=sys.stderr)
+        code = 2
+    except (KeyError, ValueError, RuntimeError) as e:  # anything else refused while starting
+        print(
+            f"goodpoint_extractor: {one_line(e.args[0] if isinstance(e, KeyError) and e.args else e)}", file=sys.stderr
+        )
         code = 2
     finally:
         if node is not None:
