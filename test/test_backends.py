@@ -14,7 +14,7 @@ from goodpoint_ros.features import to_numpy
 def pair(name: str, tmp_path, conf=None, **kw):
     """A torch and an onnxruntime extractor holding the same (seeded random) weights."""
     torch.manual_seed(0)
-    t = make_extractor("torch", name, "random", "cpu", conf)
+    t = make_extractor("torch", name, "random", "cpu", conf, precision="fp32")  # auto may be bf16 here
     torch.manual_seed(0)
     o = make_extractor("onnxruntime", name, "random", "cpu", conf, cache=tmp_path, num_threads=2, **kw)
     return t, o
