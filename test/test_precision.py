@@ -1,0 +1,178 @@
+"""Precision choice (auto | fp32 | bf16 | fp16 | int8) and parity of the reduced precisions.
+
+Forced precisions run on any CPU (torch emulates bf16 where the CPU has no bf16 units, only
+slower), so these tests do not depend on the machine; the CPU-flag detection is forced through
+``$GOODPOINT_CPU_FLAGS`` / the ``flags`` argument, never by mocking torch. Parity margins are
+generous on purpose: CPUs differ in their bf16/int8 kernels, and a reduced precision is allowed to
+flip near-ties at the end of the top-k list; it is not allowed to move or lose many points.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.backends.parity import feature_parity
+from goodpoint_ros.device import CPU_FLAGS_ENV, cpu_flags, resolve_precision
+
+BF16_CPU = ["fpu", "avx2", "avx512f", "avx512_bf16"]
+AMX_CPU = ["avx512f", "amx_tile", "amx_bf16", "amx_int8"]
+OLD_CPU = ["fpu", "sse2", "avx2", "fma"]
+
+
+@pytest.mark.parametrize(
+    "flags, device, backend, expected",
+    [
+        (BF16_CPU, "cpu", "torch", "bf16"),
+        (AMX_CPU, "cpu", "torch", "bf16"),
+        (OLD_CPU, "cpu", "torch", "fp32"),
+        ([], "cpu", "torch", "fp32"),
+        (OLD_CPU, "cuda", "torch", "fp16"),
+        (BF16_CPU, "cpu", "onnxruntime", "fp32"),  # no fast bf16 kernels in ORT's CPU provider
+    ],
+)
+def test_auto_rule(flags, device, backend, expected):
+    chosen, why = resolve_precision("auto", device, backend, flags=flags)
+    assert chosen == expected and why
+
+
+def test_forced_precisions_pass_through_and_unknown_ones_raise():
+    for p in ("fp32", "bf16", "fp16", "int8"):
+        assert resolve_precision(p, "cpu", flags=OLD_CPU) == (p, "requested")
+    assert resolve_precision("auto", "cuda", allow_fp16=False, flags=[])[0] == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_cpu_flags_env_override_and_real_cpuinfo(monkeypatch):
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2, amx_bf16")
+    assert cpu_flags() == {"avx2", "amx_bf16"}
+    monkeypatch.delenv(CPU_FLAGS_ENV)
+    real = cpu_flags()
+    assert isinstance(real, frozenset)  # whatever this machine has; empty off Linux
+
+
+@pytest.mark.parametrize(
+    "flags, expected, needle",
+    [("avx512_bf16", "bf16", "CPU has avx512_bf16"), ("avx2 fma", "fp32", "without AVX-512 BF16 or AMX")],
+)
+def test_auto_on_cpu_chooses_by_flags_and_logs_one_line(photo, monkeypatch, caplog, flags, expected, needle):
+    monkeypatch.setenv(CPU_FLAGS_ENV, flags)
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.precision"):
+        ex = make_extractor("torch", "goodpoint_small", "random", "cpu", {"max_keypoints": 100})
+    lines = [r.getMessage() for r in caplog.records if r.name == "goodpoint_ros.precision"]
+    assert len(lines) == 1 and lines[0].startswith(f"precision auto -> {expected}") and needle in lines[0]
+    assert ex.precision == expected
+    f = ex.extract(photo[:96, :128])  # and it runs in that precision, features in fp32
+    assert f["descriptors"].dtype == torch.float32 and f["scores"].dtype == torch.float32
+    assert len(f["scores"]) > 10
+
+
+def test_fp16_switch_off_keeps_auto_at_fp32(monkeypatch):
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx512_bf16")
+    assert make_extractor("torch", "goodpoint_small", "random", "cpu", fp16=False).precision == "fp32"
+
+
+def test_int8_in_torch_and_bf16_in_onnxruntime_are_refused_with_the_way_out(tmp_path):
+    with pytest.raises(ValueError, match="onnxruntime"):
+        make_extractor("torch", "goodpoint_small", "random", "cpu", precision="int8")
+    with pytest.raises(ValueError, match="backend torch for bf16"):
+        make_extractor("onnxruntime", "goodpoint_small", "random", "cpu", precision="bf16", cache=tmp_path)
+    with pytest.raises(ValueError, match="TensorRT"):
+        make_extractor("onnxruntime", "goodpoint_small", "random", "cpu", precision="fp16", cache=tmp_path)
+
+
+def test_mdnet_heatmaps_stay_fp32_under_autocast(photo):
+    ex = make_extractor("torch", "mdnet_small", "default", "cpu", precision="fp32")
+    x = torch.from_numpy(photo[:64, :96]).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = ex.model(x)
+    assert dense["descriptors"].dtype == torch.bfloat16  # the trunk did run in bf16
+    heat = dense["heatmaps"]
+    assert heat.dtype == torch.float32
+    # bf16 sigmoid outputs would hold a few hundred values; fp32 ones are nearly all distinct
+    assert heat.unique().numel() > 0.5 * heat.numel()
+
+
+# Trained small models (shipped weights) and the full-size ones (random weights: flatter maps,
+# more near-ties, so a lower overlap floor). Measured at 120x160 on an AMD EPYC (avx512_bf16):
+# overlap 0.89 / 0.89 / 1.00 / 0.72, descriptor cosine median >= 0.999 for all four.
+@pytest.mark.parametrize(
+    "name, weights, conf, min_overlap",
+    [
+        ("goodpoint_small", "default", {}, 0.75),
+        ("mdnet_small", "default", {}, 0.75),
+        ("goodpoint", "random", {}, 0.5),
+        ("mdnet", "random", {"detection_threshold": 0.0}, 0.5),
+    ],
+)
+def test_bf16_parity_with_fp32(photo, name, weights, conf, min_overlap):
+    conf = {"max_keypoints": 300, **conf}
+    img = photo[:120, :160]
+    feats = {}
+    for p in ("fp32", "bf16"):
+        torch.manual_seed(0)  # the same random weights for both
+        feats[p] = make_extractor("torch", name, weights, "cpu", conf, precision=p).extract(img)
+    r = feature_parity(feats["fp32"], feats["bf16"], radius=1.0)
+    assert r["keypoints_ref"] > 50, r
+    assert r["overlap"] >= min_overlap, r
+    assert r["cosine_median"] >= 0.99 and r["cosine_p05"] >= 0.9, r
+    assert np.all(np.diff(feats["bf16"]["scores"].numpy()) <= 0), "still sorted by score"
+
+
+def test_int8_parity_and_the_quantised_graph_is_cached(photo, tmp_path, caplog):
+    kw = {"cache": tmp_path, "num_threads": 2, "calibration": "skimage", "calibration_count": 4}
+    img = photo[:120, :160]
+    ref = make_extractor("torch", "goodpoint_small", "default", "cpu", precision="fp32").extract(img)
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.backends"):
+        q = make_extractor("onnxruntime", "goodpoint_small", "default", "cpu", precision="int8", **kw)
+        feats = q.extract(img)
+    assert "int8: calibrating" in caplog.text and q.precision == "int8"
+    files = sorted(p.name for p in tmp_path.glob("*.onnx"))
+    assert len(files) == 2 and any("_int8_" in f for f in files), files
+    r = feature_parity(ref, feats)
+    # measured ~0.85-0.9 overlap, cosine median > 0.99 (goodpoint-export --int8 prints them)
+    assert r["overlap"] >= 0.6 and r["cosine_median"] >= 0.95, r
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.backends"):
+        again = make_extractor("onnxruntime", "goodpoint_small", "default", "cpu", precision="int8", **kw)
+        again.extract(img)
+    assert "calibrating" not in caplog.text and "exporting" not in caplog.text
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == files
+
+
+def test_calibration_never_reads_held_out_photos(tmp_path):
+    from goodpoint_ros.backends.quantize import calibration_images
+
+    held = tmp_path / "photos" / "heldout"
+    held.mkdir(parents=True)
+    with pytest.raises(ValueError, match="never on the held-out"):
+        calibration_images(str(held), 4, 64, 64, 1)
+
+
+def test_export_cli_int8_and_the_trunk_it_quantises(tmp_path, capsys):
+    import onnx
+
+    from goodpoint_ros.backends.export import main
+
+    out = tmp_path / "gp_int8.onnx"
+    argv = ["--model", "goodpoint_small", "--height", "96", "--width", "128", "--int8"]
+    code = main([*argv, "--calibration", "skimage", "--calibration-count", "3", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "int8 vs torch fp32 96x128" in printed and "-> OK" in printed
+    nodes = onnx.load(str(out)).graph.node
+    dequantised = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    float_convs = {n.name for n in nodes if n.op_type == "Conv" and n.input[1] not in dequantised}
+    # the first conv and the two convs whose outputs leave the trunk stay fp32 (the default)
+    assert float_convs == {
+        "/model/encoder/encoder.0/encoder.0.0/Conv",
+        "/model/detector/detector.1/Conv",
+        "/model/descriptor/descriptor.1/Conv",
+    }
+    assert sum(n.op_type == "Conv" for n in nodes) > len(float_convs)
+    # post-processing (the NMS max-pools, top-k) never sees a quantised tensor
+    post = [n for n in nodes if not n.name.startswith("/model/") and n.op_type in ("MaxPool", "TopK")]
+    assert post and not any(i in dequantised for n in post for i in n.input)
