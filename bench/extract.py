@@ -34,17 +34,14 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ when run from a checkout
-
-from goodpoint_ros.backends import make_extractor  # noqa: E402
-from goodpoint_ros.checkpoint import shipped_weights  # noqa: E402
-from goodpoint_ros.features import pad_to_multiple, prepare_image, to_numpy  # noqa: E402
-from goodpoint_ros.images import sample_photo  # noqa: E402
-from goodpoint_ros.matching import match_mnn, match_per_set  # noqa: E402
-from training.opencv_features import OpenCVFeatures  # noqa: E402
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.checkpoint import shipped_weights
+from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
+from goodpoint_ros.features import pad_to_multiple, prepare_image, to_numpy
+from goodpoint_ros.images import sample_photo
+from goodpoint_ros.matching import match_mnn, match_per_set
 
 MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
-CLASSICAL = ("orb", "akaze", "sift")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -111,7 +108,7 @@ def bench_extraction(args, images: list[np.ndarray], size: tuple[int, int], note
     ims = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images]
     rows = []
     for name in args.classical:
-        ocv = OpenCVFeatures(name, args.max_keypoints)
+        ocv = ClassicalExtractor(name, args.max_keypoints)
         rows.append(run_method(name, lambda im, o=ocv: o.detect_and_compute(im), ims, args.repeat, staged=False))
     for backend in args.backends:
         for name in args.models:
@@ -160,7 +157,7 @@ def bench_matching(args, images: list[np.ndarray]) -> list[dict]:
     for budget in args.match_keypoints:
         ex.set_detection(max_keypoints=budget)  # M: M/N per detector set, as the node extracts
         rows += _match_budget(args, *(ex.extract(im) for im in ims))
-    orb = OpenCVFeatures("orb", max(args.match_keypoints))
+    orb = ClassicalExtractor("orb", max(args.match_keypoints))
     (_, b0), (_, b1) = (orb.detect_and_compute(im) for im in ims)
     bfh = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     rows.append(_time_matcher("cv2.BFMatcher Hamming crossCheck (ORB)", lambda: bfh.match(b0, b1), args.match_repeat,

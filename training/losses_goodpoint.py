@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from goodpoint_ros.features import sample_descriptors
 from goodpoint_ros.geometry import warp_points
-from training.warp import warp_dense, warp_valid
+from training.warp import masked_mean, warp_dense, warp_valid
 
 DEFAULT_CONF = {
     "lambda_d": 1.0,  # lambda_1
@@ -133,11 +133,6 @@ def keypoint_targets(
     }
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
-
-
 def blr(x: torch.Tensor) -> torch.Tensor:
     """3x3 tent (bilinear) smoothing of Bx1xHxW maps."""
     k = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
@@ -151,7 +146,7 @@ def heatmap_loss(heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask
     mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
     # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid
     mask = -F.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
-    return _masked_mean((blr(warped) - blr(heat1)) ** 2, mask)
+    return masked_mean((blr(warped) - blr(heat1)) ** 2, mask)
 
 
 def log_heatmap(logits: torch.Tensor) -> torch.Tensor:
@@ -165,19 +160,19 @@ def descriptor_losses(t: dict[str, torch.Tensor], conf: dict) -> dict[str, torch
     sim = Dproj @ Dh.transpose(1, 2)  # BxMxN cosine similarities (with gradient)
     vp = t["valid_proj"]
     g = torch.gather(sim, 2, t["idx_geom"][..., None])[..., 0]
-    l_gt = _masked_mean(1.0 - g, vp & (t["dist_geom"] < conf["theta_dist"]))
+    l_gt = masked_mean(1.0 - g, vp & (t["dist_geom"] < conf["theta_dist"]))
     # wrong descriptor matches of points far from the matched point
     Kh_desc = torch.gather(t["K_h"], 1, t["idx_desc"][..., None].expand(-1, -1, 2))
     far = (t["K_proj"] - Kh_desc).norm(dim=-1) > conf["wrong_dist"]
     g_wrong = torch.gather(sim, 2, t["idx_desc"][..., None])[..., 0]
-    l_wrong = _masked_mean(g_wrong, vp & (t["idx_geom"] != t["idx_desc"]) & far)
+    l_wrong = masked_mean(g_wrong, vp & (t["idx_geom"] != t["idx_desc"]) & far)
     # random valid K_h point that is not the geometric nearest neighbour
     noise = torch.rand(sim.shape, device=sim.device)
     noise = torch.where(t["valid1"][:, None, :], noise, torch.full_like(noise, -1.0))
     noise.scatter_(2, t["idx_geom"][..., None], -1.0)
     best, rnd = noise.max(-1)
     g_rand = torch.gather(sim, 2, rnd[..., None])[..., 0]
-    l_rand = _masked_mean(g_rand, vp & (best >= 0))
+    l_rand = masked_mean(g_rand, vp & (best >= 0))
     return {"gt": l_gt, "wrong": l_wrong, "random": l_rand}
 
 
@@ -196,7 +191,7 @@ def goodpoint_loss(
     logp0, logp1 = log_heatmap(out0["logits"]), log_heatmap(out1["logits"])
     good = t["good"]
     l_kp = -0.5 * (
-        _masked_mean(gather_map(logp0, t["target0"]), good) + _masked_mean(gather_map(logp1, t["target1"]), good)
+        masked_mean(gather_map(logp0, t["target0"]), good) + masked_mean(gather_map(logp1, t["target1"]), good)
     )
     l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1)
     d = descriptor_losses(t, c)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from goodpoint_ros.features import sample_descriptors
 from goodpoint_ros.geometry import warp_points
-from training.warp import warp_dense, warp_valid
+from training.warp import masked_mean, warp_dense, warp_valid
 
 GAMMA = {2: 0.5, 4: 2.0, 8: 18.0}  # paper / authors' values for N = 2, 4, 8
 
@@ -101,18 +101,13 @@ def local_variance(features: torch.Tensor, patch: int) -> torch.Tensor:
     return (m2 - m1 * m1).clamp_min(0.0).mean(1, keepdim=True)
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.float().expand_as(x)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
-
-
 def peaky_loss(heat: torch.Tensor, features: torch.Tensor, mask: torch.Tensor, conf: dict) -> torch.Tensor:
     """Eq. 3 with the variance weight of Eq. 4 (no gradient through W)."""
     p = conf["peaky_patch"]
     W = local_variance(features.detach(), conf["variance_patch"])
     mx = F.max_pool2d(heat, p, stride=1, padding=p // 2)
     avg = F.avg_pool2d(heat, p, stride=1, padding=p // 2, count_include_pad=False)
-    return _masked_mean(W * (1.0 - (mx - avg)), mask)
+    return masked_mean(W * (1.0 - (mx - avg)), mask)
 
 
 def similarity_loss(heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1) -> torch.Tensor:
@@ -120,7 +115,7 @@ def similarity_loss(heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, m
     Hinv = torch.linalg.inv(H.double()).float()
     back = warp_dense(heat1, Hinv, heat0.shape[-2:])
     valid = warp_valid(mask1, Hinv, heat0.shape[-2:]) & mask0.bool()
-    return _masked_mean((heat0 - back) ** 2, valid)
+    return masked_mean((heat0 - back) ** 2, valid)
 
 
 def dissimilarity_loss(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -130,7 +125,7 @@ def dissimilarity_loss(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return heat.sum() * 0.0
     s = heat.sum(1, keepdim=True)
     pair_sum = 0.5 * (s * s - (heat * heat).sum(1, keepdim=True))  # sum over n < m of D^n D^m
-    return math.comb(n, 2) * _masked_mean(pair_sum, mask)
+    return math.comb(n, 2) * masked_mean(pair_sum, mask)
 
 
 def mdnet_loss(out0: dict, out1: dict, H, mask0, mask1, stage: int = 2, conf: dict | None = None):

@@ -1,4 +1,5 @@
-"""Batched homography warps of dense tensors (heatmaps, descriptors, masks) for the losses.
+"""Dense-tensor helpers of the losses: batched homography warps of heatmaps, descriptors and masks,
+and the masked mean every loss term reduces with.
 
 Pixel convention is OpenCV's (pixel centres at integer coordinates), the same as
 ``goodpoint_ros.geometry.warp_points`` and ``cv2.warpPerspective`` used to build the pairs.
@@ -43,3 +44,10 @@ def warp_dense(x: torch.Tensor, H: torch.Tensor, out_hw: tuple[int, int] | None 
 def warp_valid(mask: torch.Tensor, H: torch.Tensor, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
     """Destination-frame mask (bool) of pixels that come from a valid source pixel of ``mask``."""
     return warp_dense(mask.float(), H, out_hw) > 0.999
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` (broadcast to ``x``) is true; 0 when nothing is. In float32, so a
+    bf16 loss term does not round the count of a large mask."""
+    m = mask.expand_as(x).float()
+    return (x.float() * m).sum() / m.sum().clamp_min(1.0)
