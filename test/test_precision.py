@@ -61,7 +61,9 @@ def test_cpu_flags_env_override_and_real_cpuinfo(monkeypatch):
 def test_auto_on_cpu_chooses_by_flags_and_logs_one_line(photo, monkeypatch, caplog, flags, expected, needle):
     monkeypatch.setenv(CPU_FLAGS_ENV, flags)
     with caplog.at_level(logging.INFO, logger="goodpoint_ros.precision"):
-        ex = make_extractor("torch", "goodpoint_small", "random", "cpu", {"max_keypoints": 100})
+        ex = make_extractor(
+            "torch", "goodpoint_small", "random", "cpu", {"max_keypoints": 100, "detection_threshold": 0}
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "goodpoint_ros.precision"]
     assert len(lines) == 1 and lines[0].startswith(f"precision auto -> {expected}") and needle in lines[0]
     assert ex.precision == expected
@@ -104,7 +106,7 @@ def test_mdnet_heatmaps_stay_fp32_under_autocast(photo):
     [
         ("goodpoint_small", "default", {}, 0.75),
         ("mdnet_small", "default", {}, 0.75),
-        ("goodpoint", "random", {}, 0.5),
+        ("goodpoint", "random", {"detection_threshold": 0.0}, 0.5),
         ("mdnet", "random", {"detection_threshold": 0.0}, 0.5),
     ],
 )
