@@ -178,3 +178,13 @@ def test_export_cli_int8_and_the_trunk_it_quantises(tmp_path, capsys):
     # post-processing (the NMS max-pools, top-k) never sees a quantised tensor
     post = [n for n in nodes if not n.name.startswith("/model/") and n.op_type in ("MaxPool", "TopK")]
     assert post and not any(i in dequantised for n in post for i in n.input)
+
+
+def test_eval_method_specs_take_a_precision(capsys, tmp_path):
+    from training.evaluate import Method, main
+
+    assert Method("goodpoint_small:random", 100, "torch", "cpu", None).impl.precision == "fp32"  # not auto
+    m = Method("goodpoint_small:random,precision=bf16,subpixel_radius=0", 100, "torch", "cpu", None)
+    assert m.impl.precision == "bf16" and m.impl.model.conf["subpixel_radius"] == 0
+    code = main(["--photos", str(tmp_path), "--methods", "goodpoint_small,precision=fp8"])
+    assert code == 2 and "unknown precision 'fp8'" in capsys.readouterr().err

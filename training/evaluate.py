@@ -147,6 +147,9 @@ def generated_pairs(
 # ----------------------------------------------------------------------------- methods
 
 
+RUN_KEYS = ("precision", "backend")  # method options that are not detection parameters
+
+
 class Method:
     """One thing to evaluate: a model (``name[:weights]``) or an OpenCV detector."""
 
@@ -155,10 +158,14 @@ class Method:
         name, _, weights = head.partition(":")
         self.spec = spec
         detection: dict[str, float] = {}
+        run: dict[str, str] = {}  # how the model runs: precision=..., backend=... (strings)
         for o in opts:  # detection parameters of one model: name[:weights],key=value,...
             key, eq, value = o.partition("=")
             if not eq:
                 raise EvalError(f"'{spec}': expected key=value after the comma, got '{o}'")
+            if key in RUN_KEYS:
+                run[key] = value
+                continue
             try:
                 detection[key] = float(value) if "." in value or "e" in value else int(value)
             except ValueError as exc:
@@ -176,9 +183,15 @@ class Method:
                 raise EvalError(
                     f"unknown method '{name}' (models: {', '.join(MODELS)}; OpenCV: {', '.join(CLASSICAL)})"
                 )
+            # fp32 unless the spec says otherwise (precision=bf16 ...), so that figures do not depend
+            # on the CPU's bf16 units; int8 exists only as onnxruntime's quantised graph.
+            precision = run.get("precision", "fp32")
+            backend = run.get("backend", "onnxruntime" if precision == "int8" else backend)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "no trained weights ship": said in the label instead
-                self.impl = make_extractor(backend, self.name, weights or "default", device, fp16=False)
+                self.impl = make_extractor(
+                    backend, self.name, weights or "default", device, fp16=False, precision=precision
+                )
             if threshold is not None:
                 detection.setdefault("detection_threshold", threshold)
             try:
@@ -335,7 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=["goodpoint", "goodpoint_small", "mdnet_small", "orb", "akaze", "sift"],
         help="model[:weights][,key=value...] (goodpoint, goodpoint_small, mdnet, mdnet_small; weights: a path "
-        "or 'random'; keys: detection parameters, e.g. mdnet_small,detection_threshold=0.5) or orb, akaze, sift",
+        "or 'random'; keys: detection parameters, e.g. mdnet_small,detection_threshold=0.5, and precision="
+        "fp32|bf16|fp16|int8|auto (default fp32; int8 runs in onnxruntime), backend=torch|onnxruntime) "
+        "or orb, akaze, sift",
     )
     p.add_argument("--pairs", type=int, default=None, help="number of pairs (generated: default 20; HPatches: all)")
     p.add_argument("--subset", choices=("all", "i", "v"), default="all", help="HPatches: illumination/viewpoint")
