@@ -193,11 +193,9 @@ def _namespace(text: str) -> str:
 def node_setup(arguments: Mapping[str, str], env: Mapping[str, str] | None = None) -> NodeSetup:
     """The node for these launch arguments (strings, as ``context.launch_configurations`` holds
     them; missing or empty ones are "not given"). ValueError names a bad argument."""
-    given = {k: str(v) for k, v in arguments.items() if v is not None and str(v).strip() != ""}
     defaults = {a.name: a.default for a in LAUNCH_ARGUMENTS}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown launch argument(s): {', '.join(unknown)}")
+    # launch configurations also hold a parent launch file's arguments: read only ours
+    given = {k: str(v) for k, v in arguments.items() if k in defaults and v is not None and str(v).strip() != ""}
     arg = {**defaults, **given}
     params_file = given.get("params_file") or shipped_params_file()
     if not Path(params_file).is_file():

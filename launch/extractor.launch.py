@@ -23,7 +23,7 @@ def _node(context, *args, **kwargs):
             package=PACKAGE,
             executable=EXECUTABLE,
             name=setup.name,
-            namespace=setup.namespace,
+            namespace=setup.namespace or None,
             parameters=setup.parameters,
             remappings=setup.remappings,
             additional_env=setup.env,

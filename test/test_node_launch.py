@@ -118,11 +118,13 @@ def test_only_given_arguments_override_the_params_file(tmp_path):
 def test_every_override_argument_is_parsed_and_checked_by_the_table():
     names = {a.name for a in LAUNCH_ARGUMENTS}
     assert set(OVERRIDES) <= names and {"params_file", "namespace", "use_sim_time", "camera"} <= names
-    for bad in ({"model": "bogus"}, {"compressed": "maybe"}, {"use_sim_time": "sometimes"}, {"no_such_arg": "1"}):
+    for bad in ({"model": "bogus"}, {"compressed": "maybe"}, {"use_sim_time": "sometimes"}):
         with pytest.raises(ValueError):
             node_setup(bad, {})
     with pytest.raises(ValueError, match="params_file"):
         node_setup({"params_file": "/no/such.yaml"}, {})
+    # a parent launch file's own arguments share the launch configurations: ignored, not refused
+    assert node_setup({"robot_model": "x", "model": "orb"}, {}).overrides == {"model": "orb"}
 
 
 def test_shipped_params_file_is_the_default_and_sets_the_mode():
