@@ -15,6 +15,7 @@ Command line: ``python -m training.datasets --list-topics BAG`` lists a bag's to
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -77,10 +78,60 @@ class _SkipCounter:
             warnings.warn(f"{self.what}: skipping unusable frames (first: {reason}); see .skipped", stacklevel=3)
 
 
+class ScaledFrame(np.ndarray):
+    """A loaded frame that carries its source's ``crop_scale`` range, so that ``PairDataset``
+    draws the scale of its crop whatever wrappers (mixtures, slices) the frame came through."""
+
+    crop_scale: tuple[float, float] | None = None
+
+
+def with_crop_scale(image: np.ndarray, crop_scale: tuple[float, float] | None) -> np.ndarray:
+    """``image`` tagged with ``crop_scale`` (a view, no copy); unchanged when it is None."""
+    if crop_scale is None:
+        return image
+    out = image.view(ScaledFrame)
+    out.crop_scale = crop_scale
+    return out
+
+
+def parse_crop_scale(value) -> tuple[float, float] | None:
+    """``data.crop_scale``: None (crops at the photo's own resolution) or [lo, hi] with
+    0 < lo <= hi <= 1, the range of the share of the image's short side that a crop covers."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"crop_scale must be null or [lo, hi], got {value!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise DataError(f"crop_scale [lo, hi] needs 0 < lo <= hi <= 1, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def multiscale_view(
+    image: np.ndarray, crop: int | Sequence[int], crop_scale: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """The photo scaled so that a ``crop`` window covers a share ``f`` of its short side, ``f``
+    log-uniform in ``crop_scale`` (equal odds for each octave of zoom), so that one large photo
+    yields many distinct views, from fine detail (small ``f``) to the whole scene (``f`` = 1).
+    Never upscales: where ``f`` would need more pixels than the photo has, the crop is taken at
+    the photo's own resolution (the share is then larger than ``f``)."""
+    lo, hi = crop_scale
+    f = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    side = max(crop) if not np.isscalar(crop) else int(crop)
+    h, w = image.shape[:2]
+    s = min(1.0, side / (f * min(h, w)))
+    if s >= 1.0:
+        return np.asarray(image)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(np.asarray(image), size, interpolation=cv2.INTER_AREA)
+
+
 class ImageFolder:
     """Every image file under ``root`` (any nested tree, e.g. COCO train2017), sorted by path.
     Files are decoded by ``image_codec.decode_bytes``: one whose header declares more than
-    ``max_pixels`` is skipped (counted) before it is decoded, like a frame from a camera."""
+    ``max_pixels`` is skipped (counted) before it is decoded, like a frame from a camera.
+    ``crop_scale`` (see ``parse_crop_scale``) rides along with each loaded frame."""
 
     def __init__(
         self,
@@ -88,6 +139,7 @@ class ImageFolder:
         min_size: int = 64,
         max_images: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        crop_scale: Sequence[float] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -103,6 +155,7 @@ class ImageFolder:
         self.paths = paths
         self.min_size = min_size
         self.max_pixels = max_pixels
+        self.crop_scale = parse_crop_scale(crop_scale)
         self.skips = _SkipCounter(f"image folder {self.root}")
 
     def __len__(self) -> int:
@@ -125,7 +178,7 @@ class ImageFolder:
             return None
         if image.ndim == 3 and image.shape[2] >= 3:
             image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
-        return to_uint8(image)
+        return with_crop_scale(to_uint8(image), self.crop_scale)
 
 
 # ---------------------------------------------------------------- ROS 2 bags
@@ -254,8 +307,12 @@ def build_source(conf: dict) -> Mixture:
     """Sources from a ``data`` config: ``root`` (one image folder, the common case) and/or
     ``sources``: a list of ``{type: images, root, max_images}`` or
     ``{type: bag, path, topic, stride, max_frames}``. ``max_pixels`` (default
-    ``image_codec.DEFAULT_MAX_PIXELS``; 0 or None: no limit) applies to every source."""
+    ``image_codec.DEFAULT_MAX_PIXELS``; 0 or None: no limit) applies to every source.
+    ``crop_scale`` (default None: crops at each photo's own resolution; e.g. [0.125, 1.0]: a crop
+    covers 1/8 to all of the short side, see ``multiscale_view``) applies to every image folder;
+    an image source's own ``crop_scale`` overrides it."""
     min_size = int(conf.get("min_size", 64))
+    crop_scale = parse_crop_scale(conf.get("crop_scale"))
     max_pixels = conf.get("max_pixels", DEFAULT_MAX_PIXELS)
     specs = list(conf.get("sources") or [])
     if conf.get("root"):
@@ -268,7 +325,13 @@ def build_source(conf: dict) -> Mixture:
             raise DataError(f"data source {i} ({kind}) has no '{key}': set data.sources.{i}.{key}=... or data.root=...")
         if kind == "images":
             out.append(
-                ImageFolder(spec["root"], min_size=min_size, max_images=spec.get("max_images"), max_pixels=max_pixels)
+                ImageFolder(
+                    spec["root"],
+                    min_size=min_size,
+                    max_images=spec.get("max_images"),
+                    max_pixels=max_pixels,
+                    crop_scale=spec["crop_scale"] if "crop_scale" in spec else crop_scale,
+                )
             )
         elif kind == "bag":
             out.append(
@@ -291,6 +354,11 @@ class PairDataset(Dataset):
 
     Items: ``image0``/``image1`` CxHxW float32 in [0, 1] (C = ``channels``), ``H`` 3x3 float32
     (image0 -> image1 pixels), ``mask0``/``mask1`` 1xHxW float32.
+
+    Multi-scale crops: when a frame carries a ``crop_scale`` (an image folder configured with
+    one), the photo is first scaled by ``multiscale_view`` with a draw from the sample's own
+    generator, then cropped; frames without one are cropped at their own resolution, drawing
+    exactly the random numbers they always did.
     """
 
     def __init__(
@@ -331,6 +399,10 @@ class PairDataset(Dataset):
                 break
         if image is None:
             raise DataError("64 consecutive frames were unusable: check the data source")
+        crop_scale = getattr(image, "crop_scale", None)
+        image = np.asarray(image)
+        if crop_scale is not None:
+            image = multiscale_view(image, self.crop, crop_scale, rng)
         if self.channels == 1 and image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         elif self.channels == 3 and image.ndim == 2:
