@@ -74,6 +74,10 @@ def test_node_declares_every_table_parameter_typed(node):
         if p.min is not None and p.type is float:
             assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == (p.min, p.max)
     assert {p.name for p in PARAMS if p.dynamic} == DYNAMIC
+    # nothing declared beside the table, except rclpy's own (use_sim_time, qos_overrides.*)
+    names = set(n.list_parameters([], 0).names)
+    extra = {x for x in names - {p.name for p in PARAMS} if x != "use_sim_time" and not x.startswith("qos_overrides.")}
+    assert extra == set() and {p.name for p in PARAMS} <= names
 
 
 def test_out_of_range_read_only_and_bad_choices_are_refused_with_the_reason(node):
