@@ -5,24 +5,36 @@ Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), runs the li
 ``<prefix>/keypoints`` and ``<prefix>/matches`` in exactly the node's PointCloud2 layouts (built
 from ``goodpoint_ros.layout``), stamped with the input images' headers and bag times. Every
 frame is processed: offline there is nothing to drop.
+
+A message the reader cannot read (``unreadable``) or deserialize (``malformed``), or an image that
+does not decode or has more than ``--max-pixels`` (``undecodable``), is skipped, counted by reason
+and reported on stderr; processing continues. The output is written under a temporary name next
+to OUT and renamed to OUT when the writer is closed, also when processing stops on an exception
+or Ctrl-C (the frames done are kept), so OUT is always a complete, readable bag. ``--overwrite``
+replaces an existing OUT. The summary line says how many frames were written and skipped, and why.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.image_codec import ImageDecodeError, decode_image
+from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
 from goodpoint_ros.params import DEFAULTS  # the node's parameter table: one source of defaults
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+SKIP_REASONS = ("undecodable", "malformed", "unreadable")  # image decode, deserialize, bag read
+_WARN_LIMIT = 10  # skipped-message warnings printed before they are only counted
 
 
 class BagToolError(RuntimeError):
@@ -32,7 +44,7 @@ class BagToolError(RuntimeError):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="goodpoint-bag", description=__doc__.split("\n\n")[0])
     ap.add_argument("input", help="input ROS 2 bag folder (sqlite3 or mcap) or a .mcap/.db3 file")
-    ap.add_argument("output", help="output bag folder (mcap); must not exist")
+    ap.add_argument("output", help="output bag folder (mcap); must not exist unless --overwrite")
     ap.add_argument("--topic", required=True, help="image topic (sensor_msgs/Image or CompressedImage)")
     ap.add_argument("--model", default=DEFAULTS["model"], help="goodpoint | goodpoint_small | mdnet | mdnet_small")
     ap.add_argument("--weights", default=DEFAULTS["weights"], help="default | random | path to a checkpoint")
@@ -49,7 +61,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--prefix", default="/goodpoint_extractor", help="namespace of the output topics")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many frames (0: all)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the output bag if it exists")
+    ap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULTS.get("max_pixels", DEFAULT_MAX_PIXELS),
+        help="skip images whose header declares more pixels, before decoding (0: no limit)",
+    )
     return ap.parse_args(argv)
+
+
+def new_stats() -> dict:
+    """The summary ``run`` fills in as it goes (so a caller still has it after an exception)."""
+    return {
+        "frames": 0,
+        "keypoints": 0,
+        "matches": 0,
+        "inliers": 0,
+        "skipped": dict.fromkeys(SKIP_REASONS, 0),
+        "stopped": None,  # why reading ended early (an unreadable part of the bag), if it did
+        "output": None,  # the bag written, once it is closed and in place
+        "seconds": 0.0,
+    }
+
+
+def _skip(stats: dict, reason: str, timestamp: int | None, error: BaseException) -> None:
+    """Count a skipped message; warn for the first few."""
+    stats["skipped"][reason] += 1
+    n = sum(stats["skipped"].values())
+    if n <= _WARN_LIMIT:
+        where = f"at {timestamp}" if timestamp is not None else "after the last message read"
+        print(f"warning: skipping {reason} message {where}: {error}", file=sys.stderr)
+        if n == _WARN_LIMIT:
+            print("warning: further skipped messages are only counted", file=sys.stderr)
+
+
+def _messages(reader, conns, stats: dict) -> Iterator[tuple]:
+    """``reader.messages`` that survives read errors: after one, reading restarts just after the
+    last message read; a second error with no message in between ends reading (``stopped``)."""
+    start = None
+    progressed = True
+    while True:
+        it = reader.messages(connections=conns, start=start)
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as e:  # rosbags raises several types for a damaged bag
+                _skip(stats, "unreadable", None, f"{type(e).__name__}: {e}")
+                if not progressed:
+                    stats["stopped"] = f"{type(e).__name__}: {e}"
+                    return
+                progressed = False
+                break
+            progressed = True
+            start = item[1] + 1
+            yield item
+
+
+def _put_in_place(partial: Path, dst: Path) -> None:
+    """Rename the finished ``partial`` bag to ``dst``, replacing what is there (``--overwrite``)."""
+    old = None
+    if dst.exists() or dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(partial, dst)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 def _typestore():
@@ -58,22 +137,25 @@ def _typestore():
     return get_typestore(Stores.ROS2_HUMBLE)  # the standard messages used here are the same in later distros
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Process the bag; returns a summary dict (frames, keypoints, matches, inliers, decode errors)."""
+def run(args: argparse.Namespace, stats: dict | None = None) -> dict:
+    """Process the bag; returns ``stats`` (see ``new_stats``), filled in as frames are written."""
     from rosbags.highlevel import AnyReader  # rosbags: optional, only this tool needs it
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         raise BagToolError(f"{src}: no such bag")
-    if dst.exists():
-        raise BagToolError(f"{dst}: output already exists (choose a new folder)")
+    if (dst.exists() or dst.is_symlink()) and not args.overwrite:
+        raise BagToolError(f"{dst}: output already exists (choose a new folder, or --overwrite)")
+    if dst.resolve() == src.resolve():
+        raise BagToolError(f"{dst}: the output would replace the input bag")
     store = _typestore()
     PointCloud2 = store.types["sensor_msgs/msg/PointCloud2"]
     PointField = store.types["sensor_msgs/msg/PointField"]
     cloud_type = "sensor_msgs/msg/PointCloud2"
 
-    stats = {"frames": 0, "keypoints": 0, "matches": 0, "inliers": 0, "decode_errors": 0}
+    stats = new_stats() if stats is None else stats
+    max_pixels = int(args.max_pixels) or None
     t0 = time.perf_counter()
 
     def cloud(rec: np.ndarray, header) -> bytes:
@@ -96,18 +178,28 @@ def run(args: argparse.Namespace) -> dict:
         extractor.set_detection(max_keypoints=int(args.max_keypoints))
         match = MatchSettings(args.match_ratio, args.match_max_distance, args.verification, args.threshold)
         pipeline = FramePipeline(extractor, "mono", match, tracks=False, odometry=False)
-        with Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        partial = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+        if partial.exists():
+            shutil.rmtree(partial)
+        writer = Writer(partial, version=8, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        try:
             w_kp = writer.add_connection(f"{args.prefix}/keypoints", cloud_type, typestore=store)
             w_m = writer.add_connection(f"{args.prefix}/matches", cloud_type, typestore=store)
-            for conn, timestamp, raw in reader.messages(connections=conns):
-                msg = reader.deserialize(raw, conn.msgtype)
+            for conn, timestamp, raw in _messages(reader, conns, stats):
                 try:
-                    image = decode_image(msg)
-                except ImageDecodeError as e:
-                    stats["decode_errors"] += 1
-                    print(f"warning: skipping frame at {timestamp}: {e}", file=sys.stderr)
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+                except Exception as e:  # cut short or garbled: rosbags raises several types
+                    _skip(stats, "malformed", timestamp, e)
                     continue
-                r = pipeline.step([image], (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)))
+                try:
+                    image = decode_image(msg, max_pixels=max_pixels)
+                except ImageDecodeError as e:
+                    _skip(stats, "undecodable", timestamp, e)
+                    continue
+                r = pipeline.step([image], stamp)
                 f = r.features
                 rec = keypoints_array(f["keypoints"], f["scores"], f["descriptors"], f["detector"], r.track_ids)
                 writer.write(w_kp, timestamp, cloud(rec, msg.header))
@@ -121,25 +213,57 @@ def run(args: argparse.Namespace) -> dict:
                 stats["keypoints"] += len(r.keypoints)
                 if args.limit and stats["frames"] >= args.limit:
                     break
+        except BaseException:
+            _close_and_place(writer, partial, dst, stats)  # keep the frames done, then fail
+            raise
+        _close_and_place(writer, partial, dst, stats)
     finally:
         reader.close()
-    stats["seconds"] = time.perf_counter() - t0
+        stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def _close_and_place(writer, partial: Path, dst: Path, stats: dict) -> None:
+    """Close the writer (rosbags writes the metadata then) and move the bag to ``dst``; a bag
+    whose writer cannot be closed is removed rather than left half-written."""
+    try:
+        writer.close()
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _put_in_place(partial, dst)
+    stats["output"] = dst
+
+
+def summary(s: dict) -> str:
+    """One line: frames written, skipped and why, rates, output."""
+    n = max(s["frames"], 1)
+    skipped = sum(s["skipped"].values())
+    why = ", ".join(f"{v} {k}" for k, v in s["skipped"].items())
+    line = (
+        f"{s['frames']} frames written, {skipped} skipped ({why}) in {s['seconds']:.1f} s: "
+        f"{s['keypoints'] / n:.0f} keypoints/frame, {s['matches'] / max(n - 1, 1):.0f} matches/frame, "
+        f"inlier ratio {s['inliers'] / max(s['matches'], 1):.2f} -> {s['output']}"
+    )
+    if s["stopped"]:
+        line += f"; reading stopped early at an unreadable part of the bag ({s['stopped']})"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stats = new_stats()
     try:
-        s = run(args)
-    except (BagToolError, KeyError, ValueError, RuntimeError) as e:
+        run(args, stats)
+    except KeyboardInterrupt:
+        print(f"goodpoint-bag: interrupted; {summary(stats)}", file=sys.stderr)
+        return 130
+    except (BagToolError, KeyError, ValueError, RuntimeError, OSError) as e:
         print(f"goodpoint-bag: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        if stats["output"] is not None:
+            print(f"goodpoint-bag: kept what was done: {summary(stats)}", file=sys.stderr)
         return 2
-    n = max(s["frames"], 1)
-    print(
-        f"{s['frames']} frames in {s['seconds']:.1f} s: {s['keypoints'] / n:.0f} keypoints/frame, "
-        f"{s['matches'] / max(n - 1, 1):.0f} matches/frame, inlier ratio {s['inliers'] / max(s['matches'], 1):.2f}, "
-        f"{s['decode_errors']} undecodable frames -> {args.output}"
-    )
+    print(summary(stats))
     return 0
 
 

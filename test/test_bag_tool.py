@@ -1,0 +1,105 @@
+"""goodpoint-bag on damaged input: messages it cannot read, deserialize or decode are skipped and
+counted, and the output is always a complete bag that rosbags opens (written under a temporary
+name, renamed at the end, also when stopped by Ctrl-C). Real bags written with rosbags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags")
+
+from rosbags.highlevel import AnyReader  # noqa: E402
+
+from goodpoint_ros.bag_tool import main  # noqa: E402
+from goodpoint_ros.images import sample_photo  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = ["--topic", "/camera/image_raw", "--model", "goodpoint_small", "--weights", "random", "--device", "cpu",
+         "--max-keypoints", "100"]  # fmt: skip
+
+
+def frames(n: int, size: tuple[int, int] = (160, 120)) -> list[np.ndarray]:
+    """``n`` views of a real photo, shifted a little each frame."""
+    photo = sample_photo("astronaut")
+    return [np.ascontiguousarray(cv2.resize(photo[i : i + 400, i : i + 400], size)) for i in range(n)]
+
+
+def read_output(path: Path) -> dict[str, list[tuple[int, int]]]:
+    """topic -> header stamps of an output bag (it must open: metadata and all)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    with AnyReader([path]) as reader:
+        for conn, _, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            out.setdefault(conn.topic, []).append((msg.header.stamp.sec, msg.header.stamp.nanosec))
+    return out
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_a_cut_message_is_skipped_and_the_7_intact_frames_are_written(tmp_path: Path):
+    from test_training_data import write_bag
+
+    write_bag(tmp_path / "in", frames(8), "mcap", corrupt=3)  # message 3 cut to 40 bytes
+    exe = Path(sys.executable).with_name("goodpoint-bag")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.bag_tool"]
+    r = subprocess.run([*cmd, str(tmp_path / "in"), str(tmp_path / "out"), *MODEL], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "7 frames written, 1 skipped (0 undecodable, 1 malformed, 0 unreadable)" in r.stdout, r.stdout
+    assert "warning: skipping malformed message at 300000000" in r.stderr
+    got = read_output(tmp_path / "out")
+    assert got["/goodpoint_extractor/keypoints"] == [(i, 0) for i in range(8) if i != 3]
+    assert len(got["/goodpoint_extractor/matches"]) == 6
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_output_needs_overwrite_and_undecodable_frames_are_counted(tmp_path: Path, capsys):
+    from test_training_data import write_bag
+
+    write_bag(tmp_path / "in", frames(3), "sqlite3")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("an older result")
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), *MODEL]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"goodpoint-bag: error: {tmp_path / 'out'}: output already exists (choose a new folder, or --overwrite)"
+    ]
+    # 160x120 = 19200 pixels: a limit below that makes every frame undecodable
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), *MODEL, "--overwrite", "--max-pixels", "10000"]) == 0
+    assert "0 frames written, 3 skipped (3 undecodable, 0 malformed, 0 unreadable)" in capsys.readouterr().out
+    assert read_output(tmp_path / "out") == {} and not (tmp_path / "out" / "old.txt").exists()
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), *MODEL, "--overwrite"]) == 0
+    assert "3 frames written, 0 skipped" in capsys.readouterr().out
+    assert len(read_output(tmp_path / "out")["/goodpoint_extractor/keypoints"]) == 3
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_keeps_the_frames_done_in_a_readable_bag(tmp_path: Path):
+    from test_training_data import write_bag
+
+    write_bag(tmp_path / "in", frames(300), "mcap")
+    cmd = [sys.executable, "-m", "goodpoint_ros.bag_tool", str(tmp_path / "in"), str(tmp_path / "out"), *MODEL]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not leftovers(tmp_path):
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the partial output should appear"
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    written = int(err.split("interrupted; ")[1].split(" frames written")[0])
+    assert 0 < written < 300, err
+    got = read_output(tmp_path / "out")
+    assert got["/goodpoint_extractor/keypoints"] == [(i, 0) for i in range(written)]
+    assert leftovers(tmp_path) == []
