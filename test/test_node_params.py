@@ -74,9 +74,11 @@ def test_node_declares_every_table_parameter_typed(node):
         if p.min is not None and p.type is float:
             assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == (p.min, p.max)
     assert {p.name for p in PARAMS if p.dynamic} == DYNAMIC
-    # nothing declared beside the table, except rclpy's own (use_sim_time, qos_overrides.*)
+    # nothing declared beside the table, except rclpy's own (use_sim_time, qos_overrides.*, and
+    # start_type_description_service from Jazzy on)
     names = set(n.list_parameters([], 0).names)
-    extra = {x for x in names - {p.name for p in PARAMS} if x != "use_sim_time" and not x.startswith("qos_overrides.")}
+    rclpys = {"use_sim_time", "start_type_description_service"}
+    extra = {x for x in names - {p.name for p in PARAMS} - rclpys if not x.startswith("qos_overrides.")}
     assert extra == set() and {p.name for p in PARAMS} <= names
 
 
