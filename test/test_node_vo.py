@@ -31,9 +31,14 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from probe import NodeProcess, Probe  # noqa: E402
 from sensor_msgs.msg import CameraInfo, PointCloud  # noqa: E402
 
+from goodpoint_ros.backends import make_extractor  # noqa: E402
+from goodpoint_ros.features import to_numpy  # noqa: E402
+from goodpoint_ros.frames import match_frames  # noqa: E402
+from goodpoint_ros.odometry import VisualOdometry  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.vo_msgs import MAX_EXACT_ID, TRACK_CHANNELS, parse_tracks, pose_from_odometry  # noqa: E402
 from goodpoint_ros.synthetic import camera_info_p, render_sequence, trajectory  # noqa: E402
+from goodpoint_ros.tracking import TrackIds  # noqa: E402
 
 DOMAIN = 64
 SIZE = (320, 240)  # ORB needs the texture detail; 160x120 gives ~0.2 m ATE
@@ -306,14 +311,9 @@ def test_stereo_and_mono_odometry_through_the_node(mode):
 
 
 def _offline_mono(seq) -> np.ndarray:
-    """The node's mono pipeline without ROS: ORB, frame matching + verification, track ids, VO."""
-    from goodpoint_ros.features import to_numpy
-    from goodpoint_ros.frames import match_frames
-    from goodpoint_ros.odometry import VisualOdometry
-    from goodpoint_ros.ros.extractor_node import OrbExtractor
-    from goodpoint_ros.tracking import TrackIds
-
-    ext = OrbExtractor()
+    """The node's mono loop as it was written out by hand before FramePipeline, without ROS: ORB,
+    frame matching + verification, track ids, VO."""
+    ext = make_extractor(model="orb")
     ext.set_detection(max_keypoints=1000)
     vo, tracker, poses, prev = VisualOdometry(seq.K, mode="mono"), TrackIds(), [], None
     for f in seq.frames:

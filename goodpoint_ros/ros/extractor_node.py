@@ -5,7 +5,9 @@ slot; a worker thread runs the model on whatever is newest. A slow model therefo
 backlog: frames overwritten in the slot are counted as dropped and reported on ``/diagnostics``.
 Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
 Once ``camera_info`` has arrived, ``~/tracks`` (VINS-Fusion layout) and ``~/odometry`` follow the
-input mode (mono / RGB-D / stereo): see ``vo.py``; tracking state and resets go to ``/diagnostics``.
+input mode (mono / RGB-D / stereo); tracking state and resets go to ``/diagnostics``. The per-frame
+work is ``pipeline.FramePipeline`` (shared with goodpoint-bag): this node turns messages into its
+inputs and its ``FrameResult`` into messages (``conversions.py``, ``vo.py``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from goodpoint_ros.frames import match_frames
+from goodpoint_ros.drawing import draw_debug
 from goodpoint_ros.launch_logic import PROFILE_ENV, apply_fastdds_profile, fastdds_profile_path  # noqa: F401
+from goodpoint_ros.odometry import Calibration
 from goodpoint_ros.params import DYNAMIC, PARAMS, TABLE, first_problem
 from goodpoint_ros.params import VERIFY_METHODS as VERIFY_METHODS
+from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 from goodpoint_ros.ros.conversions import (
     ImageDecodeError,
     decode_image,
@@ -38,7 +42,7 @@ from goodpoint_ros.ros.conversions import (
     numpy_to_image,
 )
 from goodpoint_ros.ros.sync import ApproxTimeSync
-from goodpoint_ros.ros.vo import Calibration, NodeOdometry
+from goodpoint_ros.ros.vo import OdometryPublisher
 from goodpoint_ros.startup import (
     StartupError,
     accepts_keyword,
@@ -48,7 +52,6 @@ from goodpoint_ros.startup import (
     torch_problem,
     weights_problem,
 )
-from goodpoint_ros.tracking import TrackIds
 
 try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
     from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -64,6 +67,16 @@ RUNTIME = DYNAMIC
 
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def match_settings(p: dict[str, Any]) -> MatchSettings:
+    """The frame-to-frame matching parameters (dynamic: read again for every frame)."""
+    return MatchSettings(
+        float(p["match_ratio"]),
+        float(p["match_max_distance"]),
+        str(p["verification_method"]),
+        float(p["verification_threshold"]),
+    )
 
 
 class RateCounter:
@@ -83,56 +96,6 @@ class RateCounter:
         if len(self.times) < 2:
             return 0.0
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
-
-
-def draw_debug(
-    image: np.ndarray, kpts: np.ndarray, ids: np.ndarray, pts0: np.ndarray, pts1: np.ndarray, inliers: np.ndarray
-) -> np.ndarray:
-    """RGB uint8 picture: keypoints coloured by track id, inlier motion vectors green, outliers red."""
-    import cv2
-
-    if image.dtype != np.uint8:
-        image = np.clip(image * (255.0 if image.dtype.kind == "f" else 1.0 / 256), 0, 255).astype(np.uint8)
-    canvas = np.ascontiguousarray(np.dstack([image] * 3) if image.ndim == 2 else image[..., :3]).copy()
-    h, w = canvas.shape[:2]
-    if len(pts0):
-        segs = np.round(np.stack([pts0, pts1], 1)).astype(np.int32)
-        cv2.polylines(canvas, list(segs[~inliers]), False, (255, 0, 0), 1)
-        cv2.polylines(canvas, list(segs[inliers]), False, (0, 255, 0), 1)
-    xy = np.round(kpts).astype(np.int64)
-    hue = (ids.astype(np.uint64) * 2654435761 % 180).astype(np.uint8)
-    colours = cv2.cvtColor(np.stack([hue, np.full_like(hue, 255), np.full_like(hue, 255)], 1)[None], cv2.COLOR_HSV2RGB)[
-        0
-    ]
-    for dx in (-1, 0, 1):  # 3x3 dots by fancy indexing: no per-keypoint loop
-        for dy in (-1, 0, 1):
-            x, y = np.clip(xy[:, 0] + dx, 0, w - 1), np.clip(xy[:, 1] + dy, 0, h - 1)
-            canvas[y, x] = colours
-    return canvas
-
-
-class OrbExtractor:
-    """ORB (``odometry.orb_features``) behind the extractor interface the node uses: a weight-free
-    front-end for odometry and tracks where no trained weights exist (random-weight networks do not
-    track). Its 256 binary tests travel as +-1/16 float descriptors, matched by the same L2 matcher."""
-
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.max_keypoints = 1000
-
-    def set_detection(self, max_keypoints: int = 1000, **_: Any) -> None:
-        self.max_keypoints = int(max_keypoints)
-
-    def extract_many(self, images: list[np.ndarray]) -> list[dict]:
-        import torch
-
-        from goodpoint_ros.odometry import orb_features
-
-        return [
-            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in orb_features(im, self.max_keypoints).items()}
-            for im in images
-        ]
 
 
 def descriptor_for(prm: Any) -> ParameterDescriptor:
@@ -184,16 +147,19 @@ class ExtractorNode(Node):
         self.in_rate, self.out_rate = RateCounter(), RateCounter()
         self._warned: dict[str, float] = {}
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
-        self.prev: dict | None = None  # previous processed frame: torch feats, numpy kpts, stamp
-        self.tracker = TrackIds()
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_kpts = self.create_publisher(type(self._cloud_type()), "~/keypoints", out_qos)
         self.pub_matches = self.create_publisher(type(self._cloud_type()), "~/matches", out_qos)
         self.pub_debug = self.create_publisher(Image, "~/debug_image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
-        self.vo = NodeOdometry(self, p, out_qos)
+        self.vo = OdometryPublisher(self, p, out_qos)
         self.mode = p["input_mode"]
+        self.pipeline = FramePipeline(
+            self.extractor, self.mode, match_settings(p), bool(p["publish_tracks"]), bool(p["publish_odometry"]),
+            int(p["vo_min_inliers"]), float(p["vo_ransac_px"]), float(p["vo_min_parallax_px"]),
+            extract_lock=self._model_lock,  # a detection change lands between frames, never during one
+        )  # fmt: skip
         if self.mode == "stereo":
             self.pub_right = self.create_publisher(type(self._cloud_type()), "~/right/keypoints", out_qos)
             self.pub_stereo = self.create_publisher(type(self._cloud_type()), "~/stereo_matches", out_qos)
@@ -455,12 +421,10 @@ class ExtractorNode(Node):
                 self._warn("error", f"frame failed ({type(e).__name__}: {e}); continuing")
 
     def _process(self, item: Any, t_recv: float, calib: Calibration) -> None:
-        from goodpoint_ros.features import to_numpy
-
+        """One frame (or synchronised set): messages in, ``FramePipeline.step``, messages out."""
         main = item[0] if isinstance(item, tuple) else item
         header = main.header
-        image = decode_image(main)
-        images = [image]
+        images = [decode_image(main)]
         depth = None
         if self.mode == "stereo":
             images.append(decode_image(item[1]))
@@ -468,97 +432,38 @@ class ExtractorNode(Node):
             depth = depth_to_meters(item[1])
         with self._model_lock:
             p = dict(self.params)
-            t0 = time.perf_counter()
-            feats = self.extractor.extract_many(images)
-            t_extract = time.perf_counter() - t0
-        cur = to_numpy(feats[0])
         stamp = (int(header.stamp.sec), int(header.stamp.nanosec))
-        now_ns = stamp[0] * 1_000_000_000 + stamp[1]
-
-        # frame-to-frame matches against the previous processed frame
-        matches = np.zeros((0, 2), np.int64)
-        dist = np.zeros(0, np.float32)
-        inliers = np.zeros(0, bool)
-        prev = self.prev
-        if prev is not None and now_ns <= prev["stamp_ns"]:  # time went back (bag loop): restart tracks
-            prev = None
-            self.tracker.reset()
-            self.vo.restart()
-        if prev is not None:
-            matches, dist, inliers = self._match(
-                prev["torch"], feats[0], prev["np"]["keypoints"], cur["keypoints"], p, calib.K
-            )
-        ids = self.tracker.update(len(cur["keypoints"]), matches if prev is not None else None, inliers)
-
-        kp_depth = None
-        if depth is not None:
-            sy, sx = depth.shape[0] / image.shape[0], depth.shape[1] / image.shape[1]
-            xs = np.clip((cur["keypoints"][:, 0] * sx).round().astype(np.int64), 0, depth.shape[1] - 1)
-            ys = np.clip((cur["keypoints"][:, 1] * sy).round().astype(np.int64), 0, depth.shape[0] - 1)
-            kp_depth = depth[ys, xs]
-        self.pub_kpts.publish(keypoints_to_cloud(cur, header, ids, kp_depth))
-        if prev is not None:
+        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p))
+        for key, text in r.warnings:
+            self._warn(key, text)
+        self.pub_kpts.publish(keypoints_to_cloud(r.features, header, r.track_ids, r.keypoint_depth))
+        if r.previous_keypoints is not None:
+            prev_kp, m = r.previous_keypoints, r.matches
             self.pub_matches.publish(
-                matches_to_cloud(
-                    matches, prev["np"]["keypoints"], cur["keypoints"], dist, inliers, prev["stamp"], header
-                )
+                matches_to_cloud(m, prev_kp, r.keypoints, r.distances, r.inliers, r.previous_stamp, header)
             )
         if self.mode == "stereo":
-            right = to_numpy(feats[1])
-            self.pub_right.publish(keypoints_to_cloud(right, item[1].header))
-            sm, sd, si = self._match(
-                feats[0], feats[1], cur["keypoints"], right["keypoints"], p, calib.K, "fundamental"
-            )
-            rstamp = (int(item[1].header.stamp.sec), int(item[1].header.stamp.nanosec))
-            self.pub_stereo.publish(matches_to_cloud(sm, cur["keypoints"], right["keypoints"], sd, si, rstamp, header))
-        stereo = (right["keypoints"], sm[si]) if self.mode == "stereo" else None
-        if depth is not None and depth.shape != image.shape[:2]:  # VO reads depth at keypoint pixels
-            import cv2
-
-            depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        try:
-            self.vo.process(header, now_ns, cur["keypoints"], ids, depth, stereo, calib)
-        except (ValueError, TypeError) as e:  # bad camera_info or depth: the features still go out
-            self.vo.state = "error"
-            self._warn("vo", f"odometry skipped this frame: {e}")
+            rh, rk = item[1].header, r.right_features["keypoints"]
+            self.pub_right.publish(keypoints_to_cloud(r.right_features, rh))
+            rstamp = (int(rh.stamp.sec), int(rh.stamp.nanosec))
+            sm, sd, si = r.stereo_matches, r.stereo_distances, r.stereo_inliers
+            self.pub_stereo.publish(matches_to_cloud(sm, r.keypoints, rk, sd, si, rstamp, header))
+        self.vo.publish(header, r.odometry, calib)
         if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
-            pts0 = prev["np"]["keypoints"][matches[:, 0]] if prev is not None else np.zeros((0, 2), np.float32)
-            pts1 = cur["keypoints"][matches[:, 1]]
-            canvas = draw_debug(image, cur["keypoints"], ids, pts0, pts1, inliers)
+            prev_kp = r.previous_keypoints if r.previous_keypoints is not None else np.zeros((0, 2), np.float32)
+            pts0, pts1 = prev_kp[r.matches[:, 0]], r.keypoints[r.matches[:, 1]]
+            canvas = draw_debug(images[0], r.keypoints, r.track_ids, pts0, pts1, r.inliers)
             self.pub_debug.publish(numpy_to_image(canvas, "rgb8", header))
+        self._record(t_recv, r.extract_seconds)
 
-        self.prev = {"torch": feats[0], "np": cur, "stamp": stamp, "stamp_ns": now_ns}
+    def _record(self, t_recv: float, t_extract: float) -> None:
+        """Per-frame figures for /diagnostics: rate, extraction time, latency and node overhead."""
         self.processed += 1
         self.out_rate.tick()
         self.extract_times.append(t_extract)
         latency = time.monotonic() - t_recv
         self.latencies.append(latency)
         self.overheads.append(latency - t_extract)
-
-    def _match(
-        self,
-        f0: dict,
-        f1: dict,
-        k0: np.ndarray,
-        k1: np.ndarray,
-        p: dict,
-        K: np.ndarray | None,
-        method: str | None = None,
-    ):
-        method = method or p["verification_method"]
-        if method == "essential" and K is None:
-            self._warn("noK", "essential-matrix verification needs camera_info; publishing unverified matches")
-        return match_frames(
-            f0,
-            f1,
-            k0,
-            k1,
-            float(p["match_ratio"]),
-            float(p["match_max_distance"]),
-            method,
-            float(p["verification_threshold"]),
-            K,
-        )
 
     # --- diagnostics ------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
@@ -588,7 +493,7 @@ class ExtractorNode(Node):
         bad = s["decode_errors"] + s["errors"]
         status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
         status.message = f"{s['processed_rate_hz']:.1f} Hz processed, {s['dropped']} dropped, {bad} bad frames"
-        vo = self.vo.stats()
+        vo = self.pipeline.stats()
         if vo["tracking"] == "lost":
             status.level = DiagnosticStatus.WARN
             status.message += ", tracking lost"
