@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import secrets
 import warnings
 import zipfile
 from pathlib import Path
@@ -36,28 +36,52 @@ def shipped_weights(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.pt"
 
 
+# ``.<name>.tmp-<pid>-<hex>`` from atomic_torch_save, and ``.<name>.<8 chars>`` from its older
+# mkstemp version: what a kill during a write leaves behind.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+\.pt)\.(tmp-\d+-[0-9a-f]+|[a-z0-9_]{8})$")
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    """Write to a temporary file in the same folder, fsync, then rename: a kill never leaves half a
+    file at ``path`` (only a temporary that ``remove_temporaries`` deletes), a failed write removes
+    its temporary, and the file gets the usual mode (0666 less the umask, not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries that writes killed mid-way left in ``folder``; returns them. Only
+    call it where no other process is writing (a run folder when its run starts)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = sorted(p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file())
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def weights_dict(name: str, arch_conf: dict, state_dict: dict, half: bool = False, **meta: Any) -> dict:
+    """The weights-file dict (``FORMAT``) for a state dict: also used to write ``model.pt`` from the
+    very tensors a training checkpoint holds."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in state_dict.items()}
+    return {"format": FORMAT, "model": name, "conf": arch_conf, "state_dict": state, **meta}
 
 
 def save_weights(model: BaseModel, path: str | Path, half: bool = False, **meta: Any) -> None:
     """Save a model's weights with its name and architecture config (fp16 tensors if ``half``)."""
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()
-    }
-    atomic_torch_save(
-        {"format": FORMAT, "model": model.name, "conf": model.arch_conf, "state_dict": state, **meta}, path
-    )
+    atomic_torch_save(weights_dict(model.name, model.arch_conf, model.state_dict(), half, **meta), path)
 
 
 def _one_line(e: BaseException) -> str:

@@ -141,3 +141,33 @@ def test_cli_refuses_an_image_above_max_pixels(tmp_path: Path):
     assert r.returncode == 2 and r.stderr.splitlines() == [
         f"error: {img}: PNG 120x100 has 12000 pixels, more than max_pixels 10000 (refused before decoding)"
     ], r.stderr
+
+
+def test_atomic_save_modes_failed_write_and_no_temporaries(tmp_path: Path):
+    from goodpoint_ros.checkpoint import atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"a": torch.ones(2)}, tmp_path / "x.pt")
+        os.umask(0o027)
+        atomic_torch_save({"a": torch.ones(2)}, tmp_path / "y.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "y.pt").stat().st_mode & 0o777 == 0o640
+    with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails half-way through the write
+        atomic_torch_save({"a": torch.zeros(2), "f": lambda: 0}, tmp_path / "x.pt")
+    assert torch.equal(torch.load(tmp_path / "x.pt", weights_only=True)["a"], torch.ones(2))  # intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt", "y.pt"]  # the temporary is gone
+
+
+def test_remove_temporaries_takes_only_unfinished_writes(tmp_path: Path):
+    from goodpoint_ros.checkpoint import remove_temporaries
+
+    stale = [".checkpoint.pt.tmp-123-0a1b2c3d", ".checkpoint.pt.k2j4_x9a", ".checkpoint_0000200.pt.abcdefgh"]
+    keep = ["checkpoint.pt", "model.pt", ".checkpoint.pt", ".hidden", "notes.pt.txt", "log.csv"]
+    for name in stale + keep:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in remove_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert remove_temporaries(tmp_path / "missing") == []

@@ -43,13 +43,16 @@ def test_parity_check_fails_for_a_graph_of_other_weights(tmp_path):
     assert not bad["ok"] and bad["heatmap_max_abs"] > 1e-3
 
 
-def test_dynamic_graph_is_exact_at_two_sizes(tmp_path):
+def test_dynamic_graph_agrees_at_two_sizes(tmp_path):
     model = seeded("goodpoint_small", max_keypoints=200)
     path = export_onnx(model, tmp_path / "dyn.onnx", 64, 96, dynamic=True)
     for h, w in ((64, 96), (120, 160)):
         r = check_parity(model, path, h, w)
         assert r["ok"], r
-        assert r["keypoints_onnx"] == r["keypoints_torch"] > 50
+        # counts, not equality: a score within float noise of the threshold may fall either side
+        # in onnxruntime's and torch's kernels (they differ between CPUs, e.g. AMX vs AVX-512)
+        n_onnx, n_torch = r["keypoints_onnx"], r["keypoints_torch"]
+        assert n_torch > 50 and abs(n_onnx - n_torch) <= max(2, 0.02 * n_torch), (n_onnx, n_torch)
 
 
 def test_mdnet_graph_keeps_m_over_n_per_detector(tmp_path):

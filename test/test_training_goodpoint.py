@@ -105,39 +105,82 @@ def small_conf(tmp: Path, photos: Path, **train: object) -> dict:
     )
 
 
-def fixed_loss(model, batch) -> float:
-    torch.manual_seed(123)  # L_random draws random pairs
-    with torch.no_grad():
-        b = batch["image0"].shape[0]
-        out = model(torch.cat([batch["image0"], batch["image1"]]))
-        loss, _ = goodpoint_loss(
-            {k: v[:b] for k, v in out.items()},
-            {k: v[b:] for k, v in out.items()},
-            batch["H"],
-            batch["mask0"],
-            batch["mask1"],
-        )
-    return float(loss)
-
-
-def test_short_run_on_real_photos_lowers_the_loss(tmp_path: Path, photos: Path):
+def test_training_step_overfits_one_repeated_batch(photos: Path):
+    """A property that holds on any CPU (the float kernels, AMX/AVX-512, only move the numbers a
+    little): 30 steps of the training task and optimiser on one repeated batch of real-photo pairs
+    must cut its loss by far more than float noise or a broken gradient/optimiser could (measured
+    on an AMD EPYC: 0.19-0.45x after 25 steps for three model seeds; a step that does not learn
+    stays at 1x)."""
     from training.datasets import ImageFolder, PairDataset
+    from training.train import make_optimizer, make_task
 
+    conf = small_conf(Path("unused"), photos)
+    task = make_task(conf)
     ds = PairDataset(ImageFolder(photos), crop=64, channels=1, seed=99)
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
     torch.manual_seed(0)
-    before = fixed_loss(build_model("goodpoint_small").train(), batch)
+    model = build_model("goodpoint_small").train()
+    opt, _ = make_optimizer(model, conf)
+    losses = []
+    for step in range(30):
+        torch.manual_seed(123)  # L_random draws random pairs: the same draw every step
+        loss, _ = task.loss(model, batch, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)), losses
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
+
+
+def test_short_run_logs_validates_and_moves_the_weights(tmp_path: Path, photos: Path):
+    """The loop itself: 20 logged steps at the configured lr, validation at 10 and 20, finite
+    losses, loadable model.pt / best_model.pt whose weights moved away from the seeded init (the
+    loss value after 20 steps is not compared: it depends on the CPU's float kernels)."""
     conf = merge(small_conf(tmp_path, photos, steps=20), {"eval": {"every": 10, "pairs": 2, "crop": 64}})
     result = train(conf, progress=False)
-    model = load_model("goodpoint_small", result["run_dir"] / "model.pt").train()
-    after = fixed_loss(model, batch)
-    assert after < before, (before, after)
     rows = list(csv.DictReader(open(result["run_dir"] / "log.csv")))
     train_rows = [r for r in rows if r["train/loss"]]
     assert len(train_rows) == 20 and float(train_rows[-1]["train/lr"]) == pytest.approx(5e-4)
+    assert all(np.isfinite(float(r["train/loss"])) for r in train_rows)
     val_rows = [r for r in rows if r.get("val/score")]
     assert [int(r["step"]) for r in val_rows] == [10, 20] and 0 <= float(val_rows[-1]["val/repeatability"]) <= 1
     assert load_model("goodpoint_small", result["run_dir"] / "best_model.pt") is not None
+    torch.manual_seed(int(conf["seed"]))
+    init = build_model("goodpoint_small").state_dict()
+    trained = load_model("goodpoint_small", result["run_dir"] / "model.pt").state_dict()
+    moved = [k for k, v in init.items() if v.is_floating_point() and not torch.equal(v, trained[k])]
+    assert len(moved) >= 0.9 * sum(v.is_floating_point() for v in init.values()), moved
+
+
+def test_run_folder_cleanup_model_pt_follows_checkpoint_and_modes(tmp_path: Path, photos: Path):
+    """A kill during a checkpoint write leaves temporaries; a kill between checkpoint.pt and
+    model.pt leaves model.pt a save behind. Starting the run again removes the first and repairs
+    the second; files get the usual mode (umask), not mkstemp's 0600."""
+    from goodpoint_ros.checkpoint import read_checkpoint, save_weights
+    from training.train import read_train_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        conf = small_conf(tmp_path, photos, steps=2, checkpoint_every=1)
+        train(conf, progress=False)
+    finally:
+        os.umask(old)
+    run = tmp_path / "t"
+    for name in ("checkpoint.pt", "model.pt", "config.yaml", "log.csv"):
+        assert (run / name).stat().st_mode & 0o777 == 0o644, name
+    assert read_checkpoint(run / "model.pt")["step"] == 2
+    stale = [".checkpoint.pt.tmp-4242-0a1b2c3d", ".checkpoint.pt.k2j4_x9a", ".model.pt.tmp-1-ff00ff00"]
+    for name in stale:
+        (run / name).write_bytes(b"half a checkpoint")
+    (run / "notes.pt.txt").write_text("not ours")
+    save_weights(build_model("goodpoint_small"), run / "model.pt", step=1, run="t")  # one save behind
+    ckpt = read_train_checkpoint(run / "checkpoint.pt")
+    train(conf, resume=ckpt, progress=False)  # nothing left to train: only the start-up repairs
+    assert not any((run / name).exists() for name in stale) and (run / "notes.pt.txt").exists()
+    weights = read_checkpoint(run / "model.pt")
+    assert weights["step"] == ckpt["step"] == 2
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in weights["state_dict"].items())
 
 
 def read_losses(run_dir: Path) -> dict[int, float]:

@@ -10,6 +10,10 @@ optimiser, scheduler, step, config, RNG states; written atomically), ``model.pt`
 loadable with ``goodpoint_ros.checkpoint.load_model(name, path)`` and the node's ``--weights``),
 ``best_model.pt`` (best validation score) and ``log.csv`` (or TensorBoard events when installed).
 SIGINT/SIGTERM finish the current step, save, and exit with status 0.
+
+``model.pt`` is written from the same tensors and step as ``checkpoint.pt``, right after it; a run
+that starts or resumes rewrites it if a kill fell between the two, and removes the temporaries a
+kill during a write left behind (``.checkpoint.pt.tmp-*``). Files get the usual mode (umask).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from goodpoint_ros.checkpoint import atomic_torch_save, save_weights
+from goodpoint_ros.checkpoint import atomic_torch_save, remove_temporaries, save_weights, weights_dict
 from goodpoint_ros.device import resolve_device
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import build_model
@@ -390,7 +394,30 @@ def save_checkpoint(
     keep = int(conf["train"]["keep_every"])
     if keep and step % keep == 0:
         atomic_torch_save(state, run_dir / f"checkpoint_{step:07d}.pt")
-    save_weights(model, run_dir / "model.pt", step=step, run=conf["name"])
+    write_model_file(run_dir, state)
+
+
+def write_model_file(run_dir: Path, state: dict) -> None:
+    """``model.pt`` from the very tensors (and step) of a training checkpoint dict. It is written
+    right after ``checkpoint.pt``; a kill between the two is repaired by ``sync_model_file``."""
+    weights = weights_dict(state["model"], state["conf"], state["state_dict"], step=state["step"])
+    atomic_torch_save({**weights, "run": state["config"]["name"]}, run_dir / "model.pt")
+
+
+def sync_model_file(run_dir: Path, ckpt: dict | None) -> bool:
+    """Rewrite ``model.pt`` from ``ckpt`` (the run's checkpoint.pt) when it is missing or holds
+    another step, so it never lags the checkpoint; True when it was rewritten."""
+    if ckpt is None:
+        return False
+    path = run_dir / "model.pt"
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True).get("step") if path.is_file() else None
+    except Exception:  # unreadable: rewrite it
+        step = None
+    if step == ckpt["step"]:
+        return False
+    write_model_file(run_dir, ckpt)
+    return True
 
 
 def read_train_checkpoint(path: Path) -> dict:
@@ -415,6 +442,10 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     ds, loader, val = build_data(conf, task.channels, int(resume["step"]) if resume else 0, rank, world)
     if main:  # only once the data is known to be usable: a typo leaves no empty run behind
         run_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_temporaries(run_dir)  # left by a kill during a checkpoint write
+        if stale:
+            print(f"removed {len(stale)} unfinished checkpoint temporaries from {run_dir}", file=sys.stderr)
+        sync_model_file(run_dir, resume)  # a kill between checkpoint.pt and model.pt: catch up
         with open(run_dir / "config.yaml", "w") as f:
             yaml.safe_dump(conf, f, sort_keys=False)
 
@@ -513,11 +544,15 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
                 break
     except BaseException:
         if main and step != last_saved:  # crashed or killed by a second Ctrl-C: keep what was done
-            try:
-                save_checkpoint(run_dir, model, opt, sched, step, conf, best, rng_before)
-                print(f"\nsaved step {step} in {run_dir} before failing", file=sys.stderr)
-            except Exception:
-                pass
+            # Twice: a signal handler that raises (the DataLoader's SIGCHLD one, when a worker died)
+            # can fire inside the first attempt; a failed write leaves no temporary behind.
+            for _ in range(2):
+                try:
+                    save_checkpoint(run_dir, model, opt, sched, step, conf, best, rng_before)
+                    print(f"\nsaved step {step} in {run_dir} before failing", file=sys.stderr)
+                    break
+                except Exception:
+                    continue
         raise
     finally:
         stop.restore()
