@@ -96,28 +96,50 @@ def _skip(stats: dict, reason: str, timestamp: int | None, error: BaseException)
             print("warning: further skipped messages are only counted", file=sys.stderr)
 
 
+def _readable_from(reader, conns, start: int) -> bool:
+    """Whether reading can start at ``start`` (the first message there, if any, can be read)."""
+    try:
+        next(reader.messages(connections=conns, start=start), None)
+    except Exception:  # rosbags raises several types for a damaged bag
+        return False
+    return True
+
+
 def _messages(reader, conns, stats: dict) -> Iterator[tuple]:
-    """``reader.messages`` that survives read errors: after one, reading restarts just after the
-    last message read; a second error with no message in between ends reading (``stopped``)."""
-    start = None
-    progressed = True
+    """``reader.messages`` that survives read errors (a chunk failing its CRC, a damaged sqlite
+    page): reading resumes at the earliest time after the failure from which the bag reads again
+    (found by doubling, then bisecting, the jump), and the messages lost in between are counted as
+    ``unreadable`` (the bag's message count minus the messages read). ``stopped`` says why when
+    nothing after the failure can be read."""
+    total = sum(int(c.msgcount) for c in conns)
+    end = int(reader.end_time)
+    start: int | None = None
+    seen = 0
     while True:
-        it = reader.messages(connections=conns, start=start)
-        while True:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            except Exception as e:  # rosbags raises several types for a damaged bag
-                _skip(stats, "unreadable", None, f"{type(e).__name__}: {e}")
-                if not progressed:
-                    stats["stopped"] = f"{type(e).__name__}: {e}"
-                    return
-                progressed = False
+        try:
+            for item in reader.messages(connections=conns, start=start):
+                seen += 1
+                start = item[1] + 1
+                yield item
+            break
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            print(f"warning: unreadable part of the bag after {start}: {error}", file=sys.stderr)
+            lo = int(reader.start_time) if start is None else start  # reading from lo fails
+            jump, hi = 1_000_000, None
+            while (probe := min(lo + jump, end)) > lo:
+                if _readable_from(reader, conns, probe):
+                    hi = probe
+                    break
+                lo, jump = probe, jump * 2
+            if hi is None:
+                stats["stopped"] = error
                 break
-            progressed = True
-            start = item[1] + 1
-            yield item
+            while hi - lo > 1:  # the earliest readable start
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if _readable_from(reader, conns, mid) else (mid, hi)
+            start = hi
+    stats["skipped"]["unreadable"] = max(0, total - seen)
 
 
 def _put_in_place(partial: Path, dst: Path) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -103,3 +105,44 @@ def test_ctrl_c_keeps_the_frames_done_in_a_readable_bag(tmp_path: Path):
     got = read_output(tmp_path / "out")
     assert got["/goodpoint_extractor/keypoints"] == [(i, 0) for i in range(written)]
     assert leftovers(tmp_path) == []
+
+
+def add_chunk_crcs(mcap: Path) -> list[tuple[int, int]]:
+    """Write the CRC-32 of every chunk's records into its header, as ``ros2 bag record``'s MCAP
+    writer does (rosbags writes 0, "no CRC"); returns each chunk's (start, end) byte range."""
+    b = bytearray(mcap.read_bytes())
+    assert b[:8] == b"\x89MCAP0\r\n"
+    i, chunks = 8, []
+    while b[i] != 0x02:  # up to the footer
+        (length,) = struct.unpack_from("<Q", b, i + 1)
+        if b[i] == 0x06:  # chunk: start, end, uncompressed size, crc, compression, records
+            (n_comp,) = struct.unpack_from("<I", b, i + 9 + 28)
+            at = i + 9 + 32 + n_comp
+            (n_rec,) = struct.unpack_from("<Q", b, at)
+            assert b[i + 9 + 32 : at] == b""  # uncompressed
+            struct.pack_into("<I", b, i + 9 + 24, zlib.crc32(b[at + 8 : at + 8 + n_rec]))
+            chunks.append((at + 8, at + 8 + n_rec))
+        i += 9 + length
+    mcap.write_bytes(bytes(b))
+    return chunks
+
+
+def test_an_unreadable_chunk_is_skipped_and_reading_resumes_after_it(tmp_path: Path, capsys):
+    from test_training_data import write_bag
+
+    write_bag(tmp_path / "in", frames(12, (320, 240)), "mcap")  # 230 KB frames: chunks of 5 (1 MiB)
+    mcap = next((tmp_path / "in").glob("*.mcap"))
+    chunks = add_chunk_crcs(mcap)
+    assert len(chunks) == 3
+    assert main([str(tmp_path / "in"), str(tmp_path / "good"), *MODEL, "--max-keypoints", "20"]) == 0
+    assert "12 frames written, 0 skipped" in capsys.readouterr().out  # the CRCs are right
+    b = bytearray(mcap.read_bytes())
+    mid = (chunks[1][0] + chunks[1][1]) // 2
+    b[mid : mid + 4096] = bytes(4096)  # 4 KB zeroed inside the second chunk (frames 5-9)
+    mcap.write_bytes(bytes(b))
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), *MODEL, "--max-keypoints", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "7 frames written, 5 skipped (0 undecodable, 0 malformed, 5 unreadable)" in out, out
+    assert "unreadable part of the bag after 400000001: ReaderError: Chunk checksum mismatch" in err, err
+    stamps = read_output(tmp_path / "out")["/goodpoint_extractor/keypoints"]
+    assert stamps == [(i, 0) for i in (0, 1, 2, 3, 4, 10, 11)]
