@@ -1,4 +1,5 @@
-"""Frame-to-frame matching with geometric verification (ROS-free), shared by the node and goodpoint-bag."""
+"""Frame-to-frame matching with geometric verification (ROS-free), run by ``pipeline.FramePipeline``;
+defaults are the node's parameters (``params.TABLE``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 from goodpoint_ros.geometry import verify
 from goodpoint_ros.matching import match_features
+from goodpoint_ros.params import TABLE
 
 
 def match_frames(
@@ -13,10 +15,10 @@ def match_frames(
     f1: dict,
     k0: np.ndarray,
     k1: np.ndarray,
-    ratio: float = 0.95,
-    max_distance: float = 0.0,
-    method: str = "homography",
-    threshold: float = 3.0,
+    ratio: float = TABLE["match_ratio"].default,
+    max_distance: float = TABLE["match_max_distance"].default,
+    method: str = TABLE["verification_method"].default,
+    threshold: float = TABLE["verification_threshold"].default,
     K: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match two frames' features (tensors ``f0``, ``f1``; numpy keypoints ``k0``, ``k1``).

@@ -26,20 +26,19 @@ from goodpoint_ros.extractor import Extractor
 from goodpoint_ros.features import to_numpy
 from goodpoint_ros.frames import match_frames
 from goodpoint_ros.odometry import Calibration, OdometryStep, StreamOdometry
+from goodpoint_ros.params import INPUT_MODES, TABLE
 from goodpoint_ros.tracking import TrackIds
-
-INPUT_MODES = ("mono", "stereo", "rgbd")
 
 
 @dataclass(frozen=True)
 class MatchSettings:
     """Frame-to-frame matching: Lowe ``ratio`` (>= 1 off), ``max_distance`` (<= 0 off), and the
-    verification ``method`` with its RANSAC ``threshold`` in pixels."""
+    verification ``method`` with its RANSAC ``threshold`` in pixels. Defaults: the node's."""
 
-    ratio: float = 0.95
-    max_distance: float = 0.0
-    method: str = "homography"
-    threshold: float = 3.0
+    ratio: float = TABLE["match_ratio"].default
+    max_distance: float = TABLE["match_max_distance"].default
+    method: str = TABLE["verification_method"].default
+    threshold: float = TABLE["verification_threshold"].default
 
 
 @dataclass
@@ -97,9 +96,9 @@ class FramePipeline:
         match: MatchSettings | None = None,
         tracks: bool = True,
         odometry: bool = True,
-        vo_min_inliers: int = 12,
-        vo_ransac_px: float = 2.0,
-        vo_min_parallax_px: float = 10.0,
+        vo_min_inliers: int = TABLE["vo_min_inliers"].default,
+        vo_ransac_px: float = TABLE["vo_ransac_px"].default,
+        vo_min_parallax_px: float = TABLE["vo_min_parallax_px"].default,
         extract_lock: threading.Lock | None = None,
     ) -> None:
         if mode not in INPUT_MODES:
