@@ -125,7 +125,14 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         "gcompris-qt-data",
-        exclude=(r"gogh", r"pereTanguy", r"eglise_dauvers", r"/chart\.webp$", r"/braille_ball\.webp$"),
+        exclude=(
+            r"gogh",
+            r"pereTanguy",
+            r"eglise_dauvers",
+            r"/chart\.webp$",
+            r"/braille_ball\.webp$",
+            r"/night_printing\.webp$",
+        ),
     ),
     # -- added for issue 12 (more, better data); every file below was looked at.
     Source(
