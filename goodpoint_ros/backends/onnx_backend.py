@@ -237,6 +237,14 @@ class OnnxExtractor:
         key = int8_key(self.calibration, self.calibration_count, self.int8_keep_float)
         return fp32.with_name(f"{fp32.stem}_int8_{key}.onnx")
 
+    def int8_ranges_path(self) -> Path:
+        """Calibrated activation ranges, shared by every input size of these weights and settings."""
+        graph = {k: self.model.conf[k] for k in GRAPH_KEYS if k in self.model.conf}
+        key = json.dumps([self._digest, graph, self.opset, GRAPH_VERSION], sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        calib = int8_key(self.calibration, self.calibration_count, self.int8_keep_float)
+        return self.cache / f"{self.model.name}_{digest}_int8_{calib}_ranges.json"
+
     def session(self, height: int, width: int):
         """The onnxruntime session for an input size, exporting (and quantising) on first use."""
         import onnxruntime as ort
@@ -250,11 +258,16 @@ class OnnxExtractor:
             if self.precision == "int8":
                 fp32, path = path, self.int8_path(height, width)
                 if not path.is_file():
-                    log.info("int8: calibrating %s on %s (%d photos)", self.model.name, self.calibration,
-                             self.calibration_count)  # fmt: skip
-                    c = self.model.in_channels
-                    images = calibration_images(self.calibration, self.calibration_count, height, width, c)
-                    quantize_int8(fp32, path, images, self.int8_keep_float)
+                    ranges = self.int8_ranges_path()
+                    if not ranges.is_file():
+                        log.info("int8: calibrating %s on %s (%d photos)", self.model.name, self.calibration,
+                                 self.calibration_count)  # fmt: skip
+                    c, n = self.model.in_channels, self.calibration_count
+
+                    def images() -> list[np.ndarray]:
+                        return calibration_images(self.calibration, n, height, width, c)
+
+                    quantize_int8(fp32, path, images, self.int8_keep_float, ranges)
             self._sessions[key] = ort.InferenceSession(
                 str(path), self.options, providers=[p for p, _ in self.providers],
                 provider_options=[o for _, o in self.providers],

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,23 +129,35 @@ def _quiet_root_logger() -> Iterator[None]:
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray]],
     keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
+    ranges: str | Path | None = None,
 ) -> Path:
     """Write the QDQ int8 version of an exported graph (U8 activations, per-channel S8 weights,
-    MinMax ranges over ``images``) to ``out_path``, atomically (processes may race on a cache)."""
+    MinMax ranges over ``images``) to ``out_path``, atomically (processes may race on a cache).
+
+    ``ranges``: a JSON file of calibrated activation ranges. When it exists it is used instead of
+    calibrating (``images`` may then be a callable that is never called); otherwise the ranges
+    found are saved there. Tensor names do not depend on the input size, so one calibration
+    serves every size of a model (the onnxruntime backend exports one graph per size).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    ranges = Path(ranges) if ranges is not None else None
+    hit = ranges is not None and ranges.is_file()
+    if not hit and callable(images):
+        images = images()
+
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(images)
+            self._it = iter(() if hit else images)
 
         def get_next(self):
             x = next(self._it, None)
             return None if x is None else {"image": x}
 
-    if not images:
+    if not hit and not images:
         raise ValueError("int8 calibration needs at least one photo")
     quantise, kept = trunk_nodes(onnx.load(str(fp32_path)), keep_float)
     log.info("int8: quantising %d trunk nodes, fp32 convs: %s", len(quantise), ", ".join(kept) or "none")
@@ -154,6 +166,7 @@ def quantize_int8(
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp)
+    new_ranges = None if ranges is None or hit else ranges.with_name(f".{ranges.name}.{os.getpid()}.json")
     try:
         with _quiet_root_logger():  # the calibrator's augmented model goes to its own temp dir
             quantize_static(
@@ -166,10 +179,15 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=quantise,
                 op_types_to_quantize=list(TRUNK_OPS),
+                calibration_cache_path=str(ranges if hit else new_ranges) if ranges is not None else None,
             )
         tmp.replace(out)
+        if new_ranges is not None and new_ranges.is_file():
+            new_ranges.replace(ranges)
     finally:
         tmp.unlink(missing_ok=True)
+        if new_ranges is not None:
+            new_ranges.unlink(missing_ok=True)
     return out
 
 
