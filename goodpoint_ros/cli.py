@@ -11,10 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.checkpoint import CheckpointError
 from goodpoint_ros.device import PRECISIONS
+from goodpoint_ros.drawing import draw_matches
+from goodpoint_ros.features import to_numpy
+from goodpoint_ros.geometry import METHODS, verify
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
+from goodpoint_ros.images import ImageReadError, read_image, sample_pair
+from goodpoint_ros.matching import match_features
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 
@@ -42,8 +50,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _extractor(args: argparse.Namespace):
-    from goodpoint_ros.backends import make_extractor
-
     conf = {}
     if args.max_keypoints is not None:
         conf["max_keypoints"] = args.max_keypoints
@@ -54,9 +60,6 @@ def _extractor(args: argparse.Namespace):
 
 def _run(fn, argv) -> int:
     """Run ``fn`` and turn any expected failure into one line on stderr and exit code 2."""
-    from goodpoint_ros.checkpoint import CheckpointError
-    from goodpoint_ros.images import ImageReadError
-
     try:
         return fn(argv)
     except (ImageReadError, CheckpointError, KeyError, ValueError, RuntimeError, OSError) as e:
@@ -66,9 +69,6 @@ def _run(fn, argv) -> int:
 
 
 def _extract(argv) -> int:
-    from goodpoint_ros.features import to_numpy
-    from goodpoint_ros.images import read_image
-
     p = argparse.ArgumentParser(prog="goodpoint-extract", description="Extract keypoints and descriptors to .npz")
     _add_model_args(p)
     p.add_argument("images", nargs="+", help="image files")
@@ -90,14 +90,6 @@ def _extract(argv) -> int:
 
 
 def _match(argv) -> int:
-    import cv2
-
-    from goodpoint_ros.drawing import draw_matches
-    from goodpoint_ros.features import to_numpy
-    from goodpoint_ros.geometry import METHODS, verify
-    from goodpoint_ros.images import read_image, sample_pair
-    from goodpoint_ros.matching import match_features
-
     p = argparse.ArgumentParser(
         prog="goodpoint-match",
         description="Extract and match two images; without images, uses a real stereo pair shipped offline.",

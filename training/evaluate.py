@@ -27,11 +27,15 @@ import cv2
 import numpy as np
 import torch
 
+from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.checkpoint import shipped_weights
+from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import ImageReadError
 from goodpoint_ros.images import read_image as _read_limited
+from goodpoint_ros.models import MODELS
+from training.augment import photometric, sample_homography, warp_mask
 from training.metrics import evaluate_pair, summarize
-from training.opencv_features import CLASSICAL, OpenCVFeatures
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
 
@@ -125,8 +129,6 @@ def generated_pairs(
     warped by a random homography; both get independent photometric noise. Pair i depends only
     on (seed, i) and the photo, so results are reproducible. ``size`` (width, height) fits every
     photo to that resolution first (``_fit``) instead of ``max_side``."""
-    from training.augment import photometric, sample_homography, warp_mask
-
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT) if folder.is_dir() else []
     if not files:
         raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
@@ -174,11 +176,8 @@ class Method:
         if self.name in CLASSICAL:
             if weights or opts:
                 raise EvalError(f"'{spec}': OpenCV methods take no weights or options")
-            self.impl = OpenCVFeatures(self.name, budget)
+            self.impl = ClassicalExtractor(self.name, budget)
         else:
-            from goodpoint_ros.backends import make_extractor
-            from goodpoint_ros.models import MODELS
-
             if self.name not in MODELS:
                 raise EvalError(
                     f"unknown method '{name}' (models: {', '.join(MODELS)}; OpenCV: {', '.join(CLASSICAL)})"
@@ -199,8 +198,6 @@ class Method:
             except KeyError as exc:
                 raise EvalError(f"'{spec}': {exc.args[0]}") from exc
             if not weights or weights in ("random", "none"):
-                from goodpoint_ros.checkpoint import shipped_weights
-
                 if weights or not shipped_weights(self.name).is_file():
                     self.spec = spec.replace(head, f"{name} (random weights)")
 

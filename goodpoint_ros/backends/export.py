@@ -25,7 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from goodpoint_ros.backends import quantize
 from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph, dense_keys
+from goodpoint_ros.backends.parity import feature_parity
+from goodpoint_ros.checkpoint import load_model
+from goodpoint_ros.features import extract_batch
 from goodpoint_ros.models import MODELS
 
 log = logging.getLogger(__name__)
@@ -170,8 +174,6 @@ def check_parity(
     """Run the ONNX file and the torch extractor on the same photo; return differences and ``ok``."""
     import onnxruntime as ort
 
-    from goodpoint_ros.features import extract_batch
-
     image = reference_image(height, width, model.in_channels)
     sess = ort.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
     out = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": image})))
@@ -219,9 +221,6 @@ def check_int8_parity(model: torch.nn.Module, onnx_path: str | Path, height: int
     feature_parity`` numbers (overlap within 1 px, descriptor cosine) and ``ok``."""
     import onnxruntime as ort
 
-    from goodpoint_ros.backends.parity import feature_parity
-    from goodpoint_ros.features import extract_batch
-
     image = reference_image(height, width, model.in_channels)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     out = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": image})))
@@ -263,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    from goodpoint_ros.checkpoint import load_model
 
     conf = {
         k: v
@@ -317,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export_int8(model: torch.nn.Module, args: argparse.Namespace) -> Path:
     """The fp32 graph into a temporary folder, calibrated and quantised into ``args.output``."""
-    from goodpoint_ros.backends import quantize
-
     keep = quantize.DEFAULT_KEEP_FLOAT if args.int8_keep_float is None else args.int8_keep_float
     if isinstance(keep, str):
         keep = () if keep.strip() == "none" else tuple(k.strip() for k in keep.split(",") if k.strip())
