@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from goodpoint_ros.ros.sync import ApproxTimeSync
+from goodpoint_ros.sync import ApproxTimeSync
 
 MS = 1_000_000
 

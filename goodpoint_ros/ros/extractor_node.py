@@ -41,7 +41,6 @@ from goodpoint_ros.ros.conversions import (
     matches_to_cloud,
     numpy_to_image,
 )
-from goodpoint_ros.ros.sync import ApproxTimeSync
 from goodpoint_ros.ros.vo import OdometryPublisher
 from goodpoint_ros.startup import (
     StartupError,
@@ -52,6 +51,7 @@ from goodpoint_ros.startup import (
     torch_problem,
     weights_problem,
 )
+from goodpoint_ros.sync import ApproxTimeSync
 
 try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
     from rclpy.qos_overriding_options import QoSOverridingOptions
