@@ -149,7 +149,9 @@ def generated_pairs(
 # ----------------------------------------------------------------------------- methods
 
 
-RUN_KEYS = ("precision", "backend")  # method options that are not detection parameters
+# Method options that are not detection parameters: how the model runs. int8_keep_float: the
+# convs the int8 graph keeps in fp32, joined by "+" (first+last, first, last, none).
+RUN_KEYS = ("precision", "backend", "int8_keep_float")
 
 
 class Method:
@@ -186,10 +188,14 @@ class Method:
             # on the CPU's bf16 units; int8 exists only as onnxruntime's quantised graph.
             precision = run.get("precision", "fp32")
             backend = run.get("backend", "onnxruntime" if precision == "int8" else backend)
+            extra = {}
+            if "int8_keep_float" in run:
+                keep = run["int8_keep_float"]
+                extra["int8_keep_float"] = () if keep == "none" else tuple(keep.split("+"))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "no trained weights ship": said in the label instead
                 self.impl = make_extractor(
-                    backend, self.name, weights or "default", device, fp16=False, precision=precision
+                    backend, self.name, weights or "default", device, fp16=False, precision=precision, **extra
                 )
             if threshold is not None:
                 detection.setdefault("detection_threshold", threshold)

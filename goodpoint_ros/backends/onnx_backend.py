@@ -31,6 +31,7 @@ from goodpoint_ros.backends.graph import GRAPH_VERSION
 from goodpoint_ros.backends.quantize import (
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_KEEP_FLOAT,
+    KEEP_FLOAT_CHOICES,
     calibration_images,
     default_calibration_source,
     int8_key,
@@ -173,6 +174,8 @@ class OnnxExtractor:
         self.calibration = calibration or default_calibration_source()
         self.calibration_count = calibration_count
         self.int8_keep_float = tuple(int8_keep_float)
+        if not set(self.int8_keep_float) <= set(KEEP_FLOAT_CHOICES):
+            raise ValueError(f"int8_keep_float takes {', '.join(KEEP_FLOAT_CHOICES)}, got {self.int8_keep_float}")
         self.dynamic = dynamic
         self.opset = opset
         self.options = ort.SessionOptions()
