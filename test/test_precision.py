@@ -188,3 +188,17 @@ def test_eval_method_specs_take_a_precision(capsys, tmp_path):
     assert m.impl.precision == "bf16" and m.impl.model.conf["subpixel_radius"] == 0
     code = main(["--photos", str(tmp_path), "--methods", "goodpoint_small,precision=fp8"])
     assert code == 2 and "unknown precision 'fp8'" in capsys.readouterr().err
+
+
+def test_cli_precision_flag(photo, tmp_path, capsys):
+    import cv2
+
+    from goodpoint_ros.cli import extract_main
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), photo[:96, :128])
+    out = tmp_path / "f.npz"
+    assert extract_main(["--precision", "bf16", str(img), "-o", str(out)]) == 0
+    assert np.load(out)["descriptors_0"].dtype == np.float32
+    assert extract_main(["--precision", "int8", str(img), "-o", str(out)]) != 0
+    assert "onnxruntime" in capsys.readouterr().err
