@@ -138,13 +138,14 @@ class FramePipeline:
         """One frame: ``images`` = [image] (mono, RGB-D) or [left, right] (stereo), ``depth`` in
         metres (RGB-D), ``calibration`` the one the frame arrived with.
 
-        Keypoints are always computed. ``want_matches=False`` skips frame-to-frame matching (track
-        ids then start afresh on this frame) unless tracks or odometry are wanted, which need it;
-        ``want_tracks``/``want_odometry`` skip the VINS tracks / the pose estimate for this frame;
-        stereo matching runs in stereo mode when matches or odometry are wanted.
+        Keypoints are always computed. ``want_matches=False`` skips frame-to-frame and stereo
+        matching (track ids then start afresh on this frame) unless tracks or odometry, enabled
+        and wanted, need them; ``want_tracks``/``want_odometry`` skip the VINS tracks / the pose
+        estimate for this frame.
         """
         calib, ms = calibration or Calibration(), match or self.match
-        want_matches = want_matches or want_tracks or want_odometry
+        vo = self.odometry
+        need_matches = want_matches or (want_tracks and vo.tracks) or (want_odometry and vo.odometry)
         feats, t_extract = self.extract(images)
         cur = to_numpy(feats[0])
         kp = cur["keypoints"]
@@ -155,7 +156,7 @@ class FramePipeline:
             prev = None
         r = FrameResult(stamp, cur, feats[0], np.zeros(0, np.uint32), *empty_matches(), restarted=restarted)
         r.extract_seconds = t_extract
-        if prev is not None and want_matches:
+        if prev is not None and need_matches:
             if ms.method == "essential" and calib.K is None:
                 r.warnings.append(("noK", "essential-matrix verification needs camera_info; matches are unverified"))
             r.matches, r.distances, r.inliers = self._match(prev[0], feats[0], prev[1], kp, ms, calib.K)
@@ -164,20 +165,17 @@ class FramePipeline:
         if depth is not None:
             r.keypoint_depth = sample_depth(depth, kp, images[0].shape[:2])
         stereo = None
-        if self.mode == "stereo" and want_matches:
+        if self.mode == "stereo":
             r.right_features = to_numpy(feats[1])
+        if self.mode == "stereo" and need_matches:
             right_kp = r.right_features["keypoints"]
             sm = self._match(feats[0], feats[1], kp, right_kp, ms, calib.K, "fundamental")
             r.stereo_matches, r.stereo_distances, r.stereo_inliers = sm
             stereo = (right_kp, sm[0][sm[2]])
-        elif self.mode == "stereo":
-            r.right_features = to_numpy(feats[1])
         if depth is not None and want_odometry and depth.shape != images[0].shape[:2]:
             h, w = images[0].shape[:2]  # odometry reads depth at keypoint pixels
             depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
-        r.odometry = self.odometry.step(
-            _stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry
-        )
+        r.odometry = vo.step(_stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry)
         if r.odometry.error:
             r.warnings.append(("vo", f"odometry skipped this frame: {r.odometry.error}"))
         self._prev = (feats[0], kp, stamp)

@@ -104,6 +104,10 @@ def test_work_nobody_wants_is_skipped(seq):
         "tracks_only"
     )
     assert FramePipeline(_orb(), "mono").step([seq.frames[0].rgb], _stamp(0)).odometry.state == "no_camera_info"
+    quiet = FramePipeline(_orb(), "mono", tracks=False, odometry=False)  # goodpoint-bag's set-up
+    quiet.step([seq.frames[0].rgb], _stamp(0), calib)
+    r = quiet.step([seq.frames[1].rgb], _stamp(1), calib, want_matches=False)
+    assert len(r.matches) == 0 and r.odometry.result is None and r.odometry.tracks is None
 
 
 def test_rgbd_depth_at_keypoints_and_metric_odometry(seq):
