@@ -265,7 +265,7 @@ def summary(s: dict) -> str:
     line = (
         f"{s['frames']} frames written, {skipped} skipped ({why}) in {s['seconds']:.1f} s: "
         f"{s['keypoints'] / n:.0f} keypoints/frame, {s['matches'] / max(n - 1, 1):.0f} matches/frame, "
-        f"inlier ratio {s['inliers'] / max(s['matches'], 1):.2f} -> {s['output']}"
+        f"inlier ratio {s['inliers'] / max(s['matches'], 1):.2f} -> {s['output'] or 'no bag written'}"
     )
     if s["stopped"]:
         line += f"; reading stopped early at an unreadable part of the bag ({s['stopped']})"
