@@ -2,8 +2,8 @@
 
 Starts the ``extractor`` node and the ``player`` (a virtual camera moving over a real photo) as
 two processes, listens to ``~/keypoints``, ``~/matches`` and ``/diagnostics`` like any ROS 2 user
-would, prints live figures once a second, draws the feature tracks over the last frame and ends
-with a summary.
+would, prints live figures once a second and ends with a summary and a picture (``demo_picture``):
+the tracks of >= 5 frames over the last frame beside the matches between two frames 0.5 s apart.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from goodpoint_ros.checkpoint import shipped_weights
-from goodpoint_ros.drawing import id_colours
+from goodpoint_ros.classical import CLASSICAL
+from goodpoint_ros.drawing import demo_picture
+from goodpoint_ros.extractor import numpy_to_features
+from goodpoint_ros.frames import match_frames
 from goodpoint_ros.layout import read_keypoints, read_matches
 from goodpoint_ros.models import DEFAULT_MODEL
 from goodpoint_ros.ros.conversions import decode_image
@@ -48,7 +51,7 @@ def _console(name: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Live demo: extractor node + virtual camera over a real photo.")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small | orb")
     ap.add_argument(
         "--weights", default="default", help="default (shipped; random with a warning if none) | random | path"
     )
@@ -59,28 +62,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--duration", type=float, default=25.0, help="seconds of streaming")
     ap.add_argument("--max-keypoints", type=int, default=500)
-    ap.add_argument("--out", default="out/demo_tracks.png", help="picture of the feature tracks")
+    ap.add_argument("--out", default="out/demo_tracks.png", help="picture of the tracks and matches")
+    ap.add_argument("--min-track", type=int, default=5, help="shortest track drawn, in frames")
+    ap.add_argument("--pair-gap", type=float, default=0.5, help="seconds between the two matched frames drawn")
     return ap.parse_args(argv)
 
 
-def draw_tracks(image: np.ndarray, history: list[tuple[np.ndarray, np.ndarray]], min_length: int = 3) -> np.ndarray:
-    """Tracks (x, y per track id over the kept frames) drawn over ``image``; BGR uint8 out."""
-    canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    canvas = (canvas * 0.6).astype(np.uint8)
-    if not history:
-        return canvas
-    ids = np.concatenate([h[1] for h in history])
-    xy = np.concatenate([h[0] for h in history])
-    order = np.argsort(ids, kind="stable")  # stable: frame order is kept within a track
-    ids, xy = ids[order], xy[order]
-    uniq, start, count = np.unique(ids, return_index=True, return_counts=True)
-    long = count >= min_length
-    tracks = np.split(np.round(xy).astype(np.int32), start[1:])
-    colours = id_colours(uniq, cv2.COLOR_HSV2BGR)
-    for track, colour in zip((t for t, k in zip(tracks, long) if k), colours[long]):  # one polyline per track
-        cv2.polylines(canvas, [track], False, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
-        cv2.circle(canvas, tuple(int(v) for v in track[-1]), 2, tuple(int(c) for c in colour), -1)
-    return canvas
+FEATURE_KEYS = ("keypoints", "scores", "descriptors", "detector")
+
+
+def pick_pair(stamps: list[int], with_image: set[int], gap: float) -> tuple[int, int] | None:
+    """Indices into ``stamps`` (keypoints messages, oldest first) of the last frame whose image
+    arrived and of the one nearest ``gap`` seconds before it; None without two such frames."""
+    have = [i for i, s in enumerate(stamps) if s in with_image]
+    if len(have) < 2:
+        return None
+    last = have[-1]
+    first = min(have[:-1], key=lambda i: abs((stamps[last] - stamps[i]) / 1e9 - gap))
+    return first, last
+
+
+def picture(
+    history: list[tuple[int, dict]], images: dict[int, Image], args: argparse.Namespace, text: list[str]
+) -> tuple[np.ndarray, str] | None:
+    """The demo picture from the received keypoints and camera images, and a line about its pair.
+
+    The two frames are matched here with the node's default settings (``match_frames``): the node
+    only matches consecutive frames, and half a second shows the motion better."""
+    pair = pick_pair([s for s, _ in history], set(images), args.pair_gap)
+    if pair is None:
+        return None
+    i, j = pair
+    f0, f1 = history[i][1], history[j][1]
+    m, _, inl = match_frames(
+        numpy_to_features({k: f0[k] for k in FEATURE_KEYS}),
+        numpy_to_features({k: f1[k] for k in FEATURE_KEYS}),
+        f0["keypoints"],
+        f1["keypoints"],
+    )
+    dt = (history[j][0] - history[i][0]) / 1e9
+    line = f"{dt:.1f} s apart: {len(m)} matches, inlier ratio {inl.mean() if len(m) else 0:.2f}"
+    im0, im1 = decode_image(images[history[i][0]]), decode_image(images[history[j][0]])
+    tracks = [(f["keypoints"], f["track_ids"]) for _, f in history[: j + 1]]
+    return demo_picture(
+        im1,
+        tracks,
+        (im0, im1, f0["keypoints"], f1["keypoints"], m, inl),
+        [*text, line],
+        pair_title=f"matches {dt:.1f} s apart: inliers green, outliers red",
+        min_length=args.min_track,
+    ), line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,20 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     rclpy.init()
     node = rclpy.create_node("goodpoint_demo_viewer")
-    state = {"diag": {}, "frame": None, "kp": 0, "m": 0}
+    state = {"diag": {}, "kp": 0, "m": 0}
     kp_counts: deque[int] = deque(maxlen=1000)
     match_counts: deque[int] = deque(maxlen=1000)
     inlier_counts: deque[int] = deque(maxlen=1000)
     e2e: deque[float] = deque(maxlen=1000)
-    history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=30)
+    history: deque[tuple[int, dict]] = deque(maxlen=30)  # (stamp ns, keypoints message as arrays)
+    images: deque[tuple[int, Image]] = deque(maxlen=64)  # (stamp ns, camera image)
     arrivals: deque[float] = deque(maxlen=50)
 
     def on_kp(msg: PointCloud2) -> None:
         now = node.get_clock().now().nanoseconds
         k = read_keypoints(msg)
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         kp_counts.append(len(k["keypoints"]))
-        history.append((k["keypoints"], k["track_ids"]))
-        e2e.append((now - (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)) / 1e6)
+        history.append((stamp, k))
+        e2e.append((now - stamp) / 1e6)
         arrivals.append(time.monotonic())
         state["kp"] += 1
 
@@ -138,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 state["diag"] = {kv.key: kv.value for kv in st.values}
 
     def on_image(msg: Image) -> None:
-        state["frame"] = msg
+        images.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, msg))
 
     node.create_subscription(PointCloud2, "/goodpoint_extractor/keypoints", on_kp, 10)
     node.create_subscription(PointCloud2, "/goodpoint_extractor/matches", on_matches, 10)
@@ -191,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
     d = state["diag"]
+    trained = args.model in CLASSICAL or (args.weights == "default" and shipped_weights(args.model).is_file())
     m, i = np.asarray(match_counts), np.asarray(inlier_counts)
     lat = np.asarray(e2e)
     print("\nsummary")
@@ -202,18 +236,28 @@ def main(argv: list[str] | None = None) -> int:
               f"inlier ratio {i.sum() / max(m.sum(), 1):.2f}")  # fmt: skip
         print(f"  end-to-end latency (camera stamp -> keypoints received) p50 {np.percentile(lat, 50):.1f} ms, "
               f"p95 {np.percentile(lat, 95):.1f} ms; model p50 {d.get('extract_p50_ms', '?')} ms")  # fmt: skip
-    if state["frame"] is not None and history:
+    shown = None
+    if history:
+        fps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-6) if len(arrivals) > 2 else 0.0
+        weights = {"default": "shipped weights" if trained else "random weights", "random": "random weights"}
+        weights_label = "OpenCV" if args.model in CLASSICAL else weights.get(args.weights, Path(args.weights).name)
+        text = [
+            f"{args.model} ({weights_label}) on {d.get('device', args.device)}",
+            f"camera {args.width}x{args.height} at {args.rate:g} Hz, {fps:.1f} fps processed",
+            f"{np.mean(kp_counts):.0f} keypoints/frame, model {float(d.get('extract_p50_ms', 'nan')):.0f} ms/frame",
+            f"frame to frame: {m.mean() if len(m) else 0:.0f} matches, inlier ratio {i.sum() / max(m.sum(), 1):.2f}",
+        ]
+        shown = picture(list(history), dict(images), args, text)
+    if shown is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        picture = draw_tracks(decode_image(state["frame"]), list(history))
-        cv2.imwrite(str(out), picture)
-        ids = np.concatenate([h[1] for h in history])
+        cv2.imwrite(str(out), shown[0])
+        ids = np.concatenate([f["track_ids"] for _, f in history])
         _, counts = np.unique(ids, return_counts=True)
-        print(f"  tracks over the last {len(history)} frames: {int((counts >= 3).sum())} of length >= 3, "
-              f"longest {counts.max()}; picture: {out}")  # fmt: skip
-    if args.weights in ("default", "random") and not (
-        args.weights == "default" and shipped_weights(args.model).is_file()
-    ):
+        print(f"  matches {shown[1]}")
+        print(f"  tracks over the last {len(history)} frames: {int((counts >= args.min_track).sum())} of length "
+              f">= {args.min_track}, longest {counts.max()}; picture: {out}")  # fmt: skip
+    if args.weights in ("default", "random") and not trained:
         print(f"  note: '{args.model}' ran with random weights (no trained weights ship yet): expect few matches")
     if state["kp"] == 0:
         print("error: no keypoints arrived", file=sys.stderr)
