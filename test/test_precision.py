@@ -202,3 +202,15 @@ def test_cli_precision_flag(photo, tmp_path, capsys):
     assert np.load(out)["descriptors_0"].dtype == np.float32
     assert extract_main(["--precision", "int8", str(img), "-o", str(out)]) != 0
     assert "onnxruntime" in capsys.readouterr().err
+
+
+def test_int8_ranges_are_reused_across_sizes_padded_or_not(photo, tmp_path, caplog):
+    # keep_float=(): the first conv is quantised too, so its input range must exist for both a
+    # padded size (input -> Pad -> Conv) and a multiple of 8 (input -> Conv)
+    kw = {"cache": tmp_path, "num_threads": 2, "calibration": "skimage", "calibration_count": 2}
+    q = make_extractor("onnxruntime", "goodpoint_small", "default", "cpu", precision="int8", int8_keep_float=(), **kw)
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.backends"):
+        for h, w in ((100, 130), (96, 128), (104, 136), (90, 122)):
+            assert len(q.extract(photo[:h, :w])["scores"]) > 10
+    assert caplog.text.count("int8: calibrating") == 2  # once per kind of size, not per size
+    assert len(list(tmp_path.glob("*_ranges.json"))) == 2

@@ -240,13 +240,20 @@ class OnnxExtractor:
         key = int8_key(self.calibration, self.calibration_count, self.int8_keep_float)
         return fp32.with_name(f"{fp32.stem}_int8_{key}.onnx")
 
-    def int8_ranges_path(self) -> Path:
-        """Calibrated activation ranges, shared by every input size of these weights and settings."""
+    def int8_ranges_path(self, height: int, width: int) -> Path:
+        """Calibrated activation ranges, shared by the input sizes of these weights and settings.
+
+        Tensor names do not depend on the size, except the first conv's input: the graph input
+        itself, or a Pad's output for sizes that are not multiples of ``pad_to`` (padded inside
+        fixed-size graphs), so those two kinds of size keep separate ranges.
+        """
         graph = {k: self.model.conf[k] for k in GRAPH_KEYS if k in self.model.conf}
         key = json.dumps([self._digest, graph, self.opset, GRAPH_VERSION], sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         calib = int8_key(self.calibration, self.calibration_count, self.int8_keep_float)
-        return self.cache / f"{self.model.name}_{digest}_int8_{calib}_ranges.json"
+        m = self.model.pad_to
+        padded = "_padded" if not self.dynamic and (height % m or width % m) else ""
+        return self.cache / f"{self.model.name}_{digest}_int8_{calib}{padded}_ranges.json"
 
     def session(self, height: int, width: int):
         """The onnxruntime session for an input size, exporting (and quantising) on first use."""
@@ -261,7 +268,7 @@ class OnnxExtractor:
             if self.precision == "int8":
                 fp32, path = path, self.int8_path(height, width)
                 if not path.is_file():
-                    ranges = self.int8_ranges_path()
+                    ranges = self.int8_ranges_path(height, width)
                     if not ranges.is_file():
                         log.info("int8: calibrating %s on %s (%d photos)", self.model.name, self.calibration,
                                  self.calibration_count)  # fmt: skip
