@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "encoded_size",
     "check_pixels",
+    "check_message",
     "decode_bytes",
     "canonical_encoding",
     "image_to_numpy",
@@ -407,3 +408,41 @@ def depth_to_meters(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         out[~(np.isfinite(out) & (out > 0))] = np.nan
         return out
     raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
+
+
+def check_message(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: bool = False) -> None:
+    """``ImageDecodeError`` when a message cannot decode, judged from its fields and header only.
+
+    Raw images: known encoding (a depth encoding when ``depth``), non-zero size, ``max_pixels``,
+    step >= one row, data size == step*height, all O(1). Compressed images: non-empty, then the
+    file header's size (``encoded_size``: a few header bytes, no decoding) against
+    ``max_pixels``. A receiver calls this on arrival so that a malformed message is counted as
+    an error even when a newer frame replaces it before it is decoded; what passes may still
+    fail to decode (corrupt compressed data), which ``decode_image`` then reports."""
+    if hasattr(msg, "format"):  # CompressedImage
+        fmt = str(msg.format)
+        header, _ = _compressed_layout(fmt)
+        n = len(msg.data)
+        if n <= header:
+            raise ImageDecodeError(f"empty compressed image (format '{fmt}')")
+        # the header walk needs bytes (one copy of the compressed payload, no decoding): a JPEG's
+        # frame header may follow any amount of EXIF, so the whole payload is searched
+        fmt_name, w, h = encoded_size(_buffer(msg.data)[header:].tobytes())
+        if w == 0 or h == 0:
+            raise ImageDecodeError(f"compressed image: {fmt_name} header declares an empty {w}x{h} image")
+        check_pixels(w, h, max_pixels, f"compressed image (format '{fmt}'): {fmt_name}")
+        return
+    enc = canonical_encoding(msg.encoding)
+    if depth and enc not in ("16UC1", "mono16", "32FC1"):
+        raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
+    dtype, channels = ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ImageDecodeError(f"empty {enc} image ({w}x{h})")
+    check_pixels(w, h, max_pixels, f"{enc} image")
+    row = w * channels * dtype.itemsize
+    if step < row:
+        raise ImageDecodeError(f"{enc} image: step {step} is smaller than width*channels*bytes = {row}")
+    size = len(msg.data) * getattr(msg.data, "itemsize", 1)
+    if size != step * h:
+        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {size} bytes but step*height = {step * h}")

@@ -56,6 +56,7 @@ class FrameResult:
     previous_keypoints: np.ndarray | None = None  # the matched previous frame's keypoints (None: no previous)
     previous_stamp: tuple[int, int] | None = None
     restarted: bool = False  # the stamp went back: tracks and trajectory started again
+    resumed: bool = False  # matching resumed after frames without it: the trajectory started again
     keypoint_depth: np.ndarray | None = None  # RGB-D: metres at each keypoint (NaN unknown)
     right_features: dict[str, np.ndarray] | None = None  # stereo: the right image's features
     stereo_matches: np.ndarray | None = None
@@ -109,6 +110,7 @@ class FramePipeline:
         self.odometry = StreamOdometry(mode, tracks, odometry, vo_min_inliers, vo_ransac_px, vo_min_parallax_px)
         self.extract_lock = extract_lock
         self._prev: tuple[dict, np.ndarray, tuple[int, int]] | None = None  # torch feats, keypoints, stamp
+        self._matching_gap = False  # a frame went without matching (nobody wanted it)
 
     def reset(self) -> None:
         """Forget the previous frame: new track ids and a new trajectory from the next frame on."""
@@ -141,7 +143,10 @@ class FramePipeline:
         Keypoints are always computed. ``want_matches=False`` skips frame-to-frame and stereo
         matching (track ids then start afresh on this frame) unless tracks or odometry, enabled
         and wanted, need them; ``want_tracks``/``want_odometry`` skip the VINS tracks / the pose
-        estimate for this frame.
+        estimate for this frame. When matching resumes after frames without it, it matches the
+        previous frame as usual (its fresh ids carry on from there) and the odometry starts a new
+        trajectory (``resumed``): the ids it would chain through were never matched. A frame
+        that skips only the odometry keeps the chain (its correspondences come from track ids).
         """
         calib, ms = calibration or Calibration(), match or self.match
         vo = self.odometry
@@ -156,6 +161,12 @@ class FramePipeline:
             prev = None
         r = FrameResult(stamp, cur, feats[0], np.zeros(0, np.uint32), *empty_matches(), restarted=restarted)
         r.extract_seconds = t_extract
+        if not need_matches:
+            self._matching_gap = prev is not None or self._matching_gap
+        elif self._matching_gap:  # the frames without matching started fresh track ids each, so
+            self._matching_gap = False  # the odometry's reference ids are gone: a new trajectory
+            vo.restart()
+            r.resumed = True
         if prev is not None and need_matches:
             if ms.method == "essential" and calib.K is None:
                 r.warnings.append(("noK", "essential-matrix verification needs camera_info; matches are unverified"))
