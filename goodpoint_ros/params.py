@@ -197,6 +197,16 @@ PARAMS: tuple[Param, ...] = (
         "publish ~/debug_image (keypoints coloured by track, inlier motion in green); built only while subscribed",
         dynamic=True,
     ),
+    Param(
+        "max_pixels",
+        10_000_000,
+        "largest image (width*height) decoded, checked from the message or file header first; 0 = no limit",
+        min=0,
+        max=1_000_000_000,
+        doc="Largest image (width*height) accepted, checked from the raw message's size or the compressed\n"
+        "file's header on arrival, before anything is decoded (decompression bombs); bigger frames are\n"
+        "counted as malformed. Default 10 MP: 4K UHD/DCI and 3840x2400 pass, 5K is refused. 0 = no limit.",
+    ),
     Param("warmup", True, "run the model twice at start so the first real frame is not slow"),
     Param(
         "diagnostics_period",
@@ -204,6 +214,15 @@ PARAMS: tuple[Param, ...] = (
         "seconds between /diagnostics messages (rates, drops, latency p50/p95, model, device)",
         min=0.05,
         max=3600.0,
+    ),
+    Param(
+        "diagnostics_window",
+        5.0,
+        "seconds of history behind the /diagnostics latency percentiles and rates",
+        min=0.5,
+        max=3600.0,
+        doc="Seconds of history behind the /diagnostics latency and extraction percentiles and the rates:\n"
+        "a time window, so a change of input size or load shows within it (not after N frames).",
     ),
     Param(
         "publish_tracks",

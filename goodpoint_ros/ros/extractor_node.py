@@ -22,12 +22,15 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from goodpoint_ros.accounting import StampGaps, TimeWindow
 from goodpoint_ros.drawing import draw_debug
+from goodpoint_ros.image_codec import check_message
 from goodpoint_ros.launch_logic import PROFILE_ENV, apply_fastdds_profile, fastdds_profile_path  # noqa: F401
 from goodpoint_ros.odometry import Calibration
 from goodpoint_ros.params import DYNAMIC, PARAMS, TABLE, first_problem
@@ -57,6 +60,13 @@ try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
     from rclpy.qos_overriding_options import QoSOverridingOptions
 except ImportError:  # pragma: no cover - older rclpy
     QoSOverridingOptions = None
+try:  # the RMW's message-lost event: rclpy >= Iron here, rclpy.qos_event on Humble
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # pragma: no cover - Humble
+    try:
+        from rclpy.qos_event import SubscriptionEventCallbacks
+    except ImportError:
+        SubscriptionEventCallbacks = None
 
 # The Fast DDS profile rule (apply_fastdds_profile, re-exported above for the console scripts and
 # tests that import it from here) lives in launch_logic, shared with the launch file.
@@ -136,15 +146,23 @@ class ExtractorNode(Node):
         self._slot: tuple[Any, float] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.received = 0
+        self.received = 0  # frames (or synchronised sets) stored in the slot
         self.processed = 0
-        self.dropped = 0
-        self.decode_errors = 0
+        self.dropped = 0  # valid frames replaced in the slot by a newer one (keep-latest, by design)
+        self.malformed = 0  # messages refused on arrival (check_message), never stored
+        self.decode_errors = 0  # every message that could not be decoded: malformed + failed decodes
         self.errors = 0
-        self.latencies: deque[float] = deque(maxlen=200)
-        self.extract_times: deque[float] = deque(maxlen=200)
-        self.overheads: deque[float] = deque(maxlen=200)  # per frame: in-node latency minus extraction
-        self.in_rate, self.out_rate = RateCounter(), RateCounter()
+        self.lost_event = 0  # frames the RMW reported lost (message-lost event), where it reports any
+        self.lost_event_support = "n/a"  # yes | unsupported (set per subscription in _subscribe)
+        self.gaps: dict[str, StampGaps] = {}  # per input topic: frames missing from the stamps
+        window = float(p["diagnostics_window"])
+        self.latencies, self.extract_times = TimeWindow(window), TimeWindow(window)
+        self.overheads = TimeWindow(window)  # per frame: in-node latency minus extraction
+        self.in_rate, self.out_rate = RateCounter(window), RateCounter(window)
+        self.outputs: dict[str, str] = {}  # output -> active | idle (no subscribers) | off (...), last frame
+        # Input callbacks in a group of their own, so a slow diagnostics/parameter callback never
+        # delays taking frames out of the reader's queue (the executor has two threads).
+        self._input_group = MutuallyExclusiveCallbackGroup()
         self._warned: dict[str, float] = {}
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
 
@@ -168,14 +186,18 @@ class ExtractorNode(Node):
         self.sync: ApproxTimeSync | None = None
         self.input_qos: dict[str, str] = {}  # resolved topic -> reliability chosen (log, tests)
         if self.mode == "mono":
-            self._subscribe(img_type, self._image_topic("image", suffix), self._on_image)
+            topic = self._image_topic("image", suffix)
+            resolved = self._resolve(topic)
+            self._subscribe(img_type, topic, lambda m: self._on_image(m, resolved))
         elif self.mode in ("stereo", "rgbd"):
             self.sync = ApproxTimeSync(2, float(p["sync_slop"]), self._on_set, int(p["sync_queue_size"]))
             first, second = ("left/image", "right/image") if self.mode == "stereo" else ("image", "depth")
             second_type = img_type if self.mode == "stereo" else Image
             second_topic = self._image_topic(second, suffix if self.mode == "stereo" else "")
-            self._subscribe(img_type, self._image_topic(first, suffix), lambda m: self._on_part(0, m))
-            self._subscribe(second_type, second_topic, lambda m: self._on_part(1, m))
+            first_topic = self._image_topic(first, suffix)
+            t0, t1 = self._resolve(first_topic), self._resolve(second_topic)
+            self._subscribe(img_type, first_topic, lambda m: self._on_part(0, m, t0))
+            self._subscribe(second_type, second_topic, lambda m: self._on_part(1, m, t1))
         self._subscribe(CameraInfo, "camera_info", self._on_info, overridable=False)
         if self.mode == "stereo":
             self._subscribe(CameraInfo, "right/camera_info", self._on_right_info, overridable=False)
@@ -238,10 +260,22 @@ class ExtractorNode(Node):
         (``qos_overrides./cam/image.subscription.reliability: reliable`` in the params file)."""
         topic = self._resolve(name)
         qos = self._input_qos(topic)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if overridable and QoSOverridingOptions is not None:
             kwargs["qos_overriding_options"] = QoSOverridingOptions.with_default_policies()
-        sub = self.create_subscription(msg_type, name, callback, qos, **kwargs)
+        if overridable:  # image inputs: their own callback group, the loss counters below
+            kwargs["callback_group"] = self._input_group
+            self.gaps[topic] = StampGaps()
+        sub = None
+        if overridable and SubscriptionEventCallbacks is not None:
+            try:  # RMWs without the message-lost event refuse it when the subscription is made
+                events = SubscriptionEventCallbacks(message_lost=self._on_lost)
+                sub = self.create_subscription(msg_type, name, callback, qos, event_callbacks=events, **kwargs)
+                self.lost_event_support = "yes"
+            except Exception:
+                self.lost_event_support = "unsupported"
+        if sub is None:
+            sub = self.create_subscription(msg_type, name, callback, qos, **kwargs)
         actual = getattr(sub, "qos_profile", qos)  # after overrides where rclpy exposes it
         self.input_qos[topic] = "reliable" if actual.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
         return sub
@@ -367,6 +401,26 @@ class ExtractorNode(Node):
     def _on_right_info(self, msg: CameraInfo) -> None:
         self.calib = self.calib._replace(P_right=np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
 
+    def _on_lost(self, info: Any) -> None:
+        """The RMW's message-lost event (Fast DDS: sequence gaps; history overwrites not counted)."""
+        self.lost_event += int(info.total_count_change)
+
+    def _arrived(self, msg: Any, topic: str, depth: bool = False) -> bool:
+        """Arrival bookkeeping for one input message: the stamp-gap loss count, then the O(1)
+        validity check. A malformed message is counted here (never stored, so never 'dropped')."""
+        gaps = self.gaps.get(topic)
+        if gaps is not None:
+            gaps.add(stamp_ns(msg.header))
+        try:
+            check_message(msg, max_pixels=int(self.params["max_pixels"]) or None, depth=depth)
+        except ImageDecodeError as e:
+            with self._lock:
+                self.malformed += 1
+                self.decode_errors += 1
+            self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
+            return False
+        return True
+
     def _store(self, item: Any) -> None:
         now = time.monotonic()
         with self._lock:
@@ -377,11 +431,13 @@ class ExtractorNode(Node):
         self.in_rate.tick(now)
         self._wake.set()
 
-    def _on_image(self, msg: Any) -> None:
-        self._store(msg)
+    def _on_image(self, msg: Any, topic: str = "") -> None:
+        if self._arrived(msg, topic):
+            self._store(msg)
 
-    def _on_part(self, index: int, msg: Any) -> None:
-        self.sync.add(index, stamp_ns(msg.header), msg)
+    def _on_part(self, index: int, msg: Any, topic: str = "") -> None:
+        if self._arrived(msg, topic, depth=self.mode == "rgbd" and index == 1):
+            self.sync.add(index, stamp_ns(msg.header), msg)
 
     def _on_set(self, msgs: list) -> None:
         self._store(tuple(msgs))
@@ -412,7 +468,8 @@ class ExtractorNode(Node):
             try:
                 self._process(item, t_recv, calib)
             except ImageDecodeError as e:
-                self.decode_errors += 1
+                with self._lock:
+                    self.decode_errors += 1
                 self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
             except Exception as e:  # never let one bad frame stop the node
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, stop quietly
@@ -424,16 +481,18 @@ class ExtractorNode(Node):
         """One frame (or synchronised set): messages in, ``FramePipeline.step``, messages out."""
         main = item[0] if isinstance(item, tuple) else item
         header = main.header
-        images = [decode_image(main)]
-        depth = None
-        if self.mode == "stereo":
-            images.append(decode_image(item[1]))
-        elif self.mode == "rgbd":
-            depth = depth_to_meters(item[1])
         with self._model_lock:
             p = dict(self.params)
+        limit = int(p["max_pixels"]) or None
+        images = [decode_image(main, max_pixels=limit)]
+        depth = None
+        if self.mode == "stereo":
+            images.append(decode_image(item[1], max_pixels=limit))
+        elif self.mode == "rgbd":
+            depth = depth_to_meters(item[1], max_pixels=limit)
         stamp = (int(header.stamp.sec), int(header.stamp.nanosec))
-        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p))
+        want = self._wanted(p)
+        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p), **want)
         for key, text in r.warnings:
             self._warn(key, text)
         self.pub_kpts.publish(keypoints_to_cloud(r.features, header, r.track_ids, r.keypoint_depth))
@@ -456,33 +515,60 @@ class ExtractorNode(Node):
             self.pub_debug.publish(numpy_to_image(canvas, "rgb8", header))
         self._record(t_recv, r.extract_seconds)
 
+    def _wanted(self, p: dict[str, Any]) -> dict[str, bool]:
+        """Which outputs someone subscribes to now (``pipeline.step``'s want_* flags); keypoints
+        are always computed. Matching runs while ~/matches, the debug image or (stereo)
+        ~/stereo_matches has a subscriber, or tracks/odometry need it; records the states for
+        /diagnostics."""
+        debug = bool(p["publish_debug_image"]) and self.pub_debug.get_subscription_count() > 0
+        matches = self.pub_matches.get_subscription_count() > 0 or debug
+        if self.mode == "stereo":
+            matches = matches or self.pub_stereo.get_subscription_count() > 0
+        tracks = self.vo.pub_tracks is not None and self.vo.pub_tracks.get_subscription_count() > 0
+        odometry = self.vo.pub_odom is not None and self.vo.pub_odom.get_subscription_count() > 0
+        idle = "idle (no subscribers)"
+        self.outputs = {
+            "output_matching": "active" if matches or tracks or odometry else idle,
+            "output_tracks": "active" if tracks else (idle if self.vo.pub_tracks else "off (publish_tracks false)"),
+            "output_odometry": "active" if odometry else (idle if self.vo.pub_odom else "off (publish_odometry false)"),
+        }
+        return {"want_matches": matches, "want_tracks": tracks, "want_odometry": odometry}
+
     def _record(self, t_recv: float, t_extract: float) -> None:
         """Per-frame figures for /diagnostics: rate, extraction time, latency and node overhead."""
         self.processed += 1
         self.out_rate.tick()
-        self.extract_times.append(t_extract)
+        self.extract_times.add(t_extract)
         latency = time.monotonic() - t_recv
-        self.latencies.append(latency)
-        self.overheads.append(latency - t_extract)
+        self.latencies.add(latency)
+        self.overheads.add(latency - t_extract)
 
     # --- diagnostics ------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
-        lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
-        ext = np.asarray(self.extract_times, dtype=np.float64) * 1e3
-        ovh = np.asarray(self.overheads, dtype=np.float64) * 1e3
+        """The counters and, over the last ``diagnostics_window`` seconds, rates and percentiles.
+
+        Every input frame ends in exactly one of: processed, dropped (replaced in the keep-latest
+        slot), decode_errors (malformed on arrival, or failed to decode), errors, or lost before
+        the callback (lost_stamp_gaps, inferred from the camera's stamps; lost_rmw_event where the
+        RMW reports losses)."""
+        with self._lock:
+            counts = {"received": self.received, "dropped": self.dropped, "malformed": self.malformed}
+            counts["decode_errors"] = self.decode_errors
         return {
             "input_rate_hz": self.in_rate.rate(),
             "processed_rate_hz": self.out_rate.rate(),
-            "received": self.received,
             "processed": self.processed,
-            "dropped": self.dropped,
+            **counts,
             "sync_dropped": sum(self.sync.dropped) if self.sync else 0,
-            "decode_errors": self.decode_errors,
             "errors": self.errors,
-            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else 0.0,
-            "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else 0.0,
-            "extract_p50_ms": float(np.percentile(ext, 50)) if len(ext) else 0.0,
-            "overhead_p50_ms": float(np.percentile(ovh, 50)) if len(ovh) else 0.0,
+            "lost_stamp_gaps": sum(g.missing for g in self.gaps.values()),
+            "lost_rmw_event": self.lost_event,
+            "lost_rmw_event_support": self.lost_event_support,
+            "window_s": self.latencies.seconds,
+            "latency_p50_ms": self.latencies.percentile(50) * 1e3,
+            "latency_p95_ms": self.latencies.percentile(95) * 1e3,
+            "extract_p50_ms": self.extract_times.percentile(50) * 1e3,
+            "overhead_p50_ms": self.overheads.percentile(50) * 1e3,
         }
 
     def _publish_diagnostics(self) -> None:
@@ -493,11 +579,17 @@ class ExtractorNode(Node):
         bad = s["decode_errors"] + s["errors"]
         status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
         status.message = f"{s['processed_rate_hz']:.1f} Hz processed, {s['dropped']} dropped, {bad} bad frames"
+        if s["lost_stamp_gaps"] or s["lost_rmw_event"]:
+            status.message += f", {max(s['lost_stamp_gaps'], s['lost_rmw_event'])} lost before the callback"
         vo = self.pipeline.stats()
         if vo["tracking"] == "lost":
             status.level = DiagnosticStatus.WARN
             status.message += ", tracking lost"
+        idle = [k.removeprefix("output_") for k, v in self.outputs.items() if v.startswith("idle")]
+        if idle:
+            status.message += f", {'/'.join(idle)} idle (no subscribers)"
         values = {"model": self.model_name, "device": self.device_name, "input_mode": self.mode, **s, **vo}
+        values.update(self.outputs)
         status.values = [
             KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()
         ]
