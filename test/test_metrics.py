@@ -133,3 +133,12 @@ def test_harmonic_mean_and_summary():
     assert s["harmonic_mean"] == pytest.approx(harmonic_mean([0.75, 0.5, 0.5]))
     assert s["corner_error_median"] == math.inf or s["corner_error_median"] > 1.0
     assert math.isnan(s["sep@3px"]) and s["num_pairs"] == 2
+
+
+def test_acceptance_harmonic_mean_of_repeatability_mma_and_homography_accuracy():
+    rows = [
+        {"repeatability": 0.5, "mma@3px": 0.6, "homography_accuracy@3px": 1.0},
+        {"repeatability": 0.3, "mma@3px": 0.8, "homography_accuracy@3px": 0.0},
+    ]
+    s = summarize(rows)  # dataset-level means first: 0.4, 0.7, 0.5
+    assert s["hm_rep_mma_hacc@3px"] == pytest.approx(3 / (1 / 0.4 + 1 / 0.7 + 1 / 0.5))

@@ -293,7 +293,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def markdown(report: dict, thresholds: list[float]) -> str:
     t = thresholds
-    head = ["method", "kpts", "rep."] + [f"MMA@{x:g}" for x in t] + ["MS", "cov.", "HM"]
+    head = ["method", "kpts", "rep."] + [f"MMA@{x:g}" for x in t] + ["MS", "cov.", "HM", "HM(rep,MMA,H)@3"]
     head += [f"H-acc@{x:g}" for x in t] + ["Sep@3", "match ms", "extract ms"]
     lines = [
         f"Source: {report['source']}, {report['num_pairs']} pairs, budget {report['max_keypoints']} keypoints, "
@@ -308,6 +308,7 @@ def markdown(report: dict, thresholds: list[float]) -> str:
         kp = 0.5 * (s["num_keypoints0"] + s["num_keypoints1"])
         cells = [name, f"{kp:.0f}", _fmt(s["repeatability"])] + [_fmt(s[f"mma@{x:g}px"]) for x in t]
         cells += [_fmt(s["matching_score"]), _fmt(s["coverage"]), _fmt(s["harmonic_mean"])]
+        cells += [_fmt(s.get("hm_rep_mma_hacc@3px", math.nan))]
         cells += [_fmt(s[f"homography_accuracy@{x:g}px"], 2) for x in t]
         cells += [_fmt(s.get("sep@3px")), _fmt(s["match_time_ms"], 2), _fmt(s["extract_ms"], 1)]
         lines.append("| " + " | ".join(cells) + " |")

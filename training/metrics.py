@@ -251,5 +251,11 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     # per-pair harmonic means.
     if {"precision", "repeatability", "coverage"} <= out.keys():
         out["harmonic_mean"] = harmonic_mean([out["precision"], out["repeatability"], out["coverage"]])
+    # The product's acceptance figure (issue 12): repeatability, MMA and homography accuracy at
+    # 3 px, the three things a front end must get right (coverage alone rewards spreading out).
+    if {"repeatability", "mma@3px", "homography_accuracy@3px"} <= out.keys():
+        out["hm_rep_mma_hacc@3px"] = harmonic_mean(
+            [out["repeatability"], out["mma@3px"], out["homography_accuracy@3px"]]
+        )
     out["num_pairs"] = float(len(rows))
     return out
