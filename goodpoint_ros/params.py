@@ -93,7 +93,7 @@ PARAMS: tuple[Param, ...] = (
         "weights",
         "default",
         "default (shipped, else random with a warning) | random | a .pt path",
-        doc="default = the weights shipped for `model` (random weights with a warning if none ship),\n"
+        doc="default = the weights shipped for `model` (refused in one line if none ship),\n"
         "random, a shipped model name, or a path to a goodpoint_ros checkpoint (.pt, loaded as data only).",
     ),
     Param(
