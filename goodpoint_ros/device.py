@@ -116,4 +116,10 @@ def choose_precision(
     chosen, why = resolve_precision(precision, device, backend, flags, allow_fp16)
     if str(precision or "auto").lower() == "auto":
         log.info("precision auto -> %s (%s, backend %s)", chosen, why, backend)
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind == "cpu" and backend == "torch":
+        if chosen == "bf16" and not bf16_hardware(flags):
+            log.warning("precision bf16 on a CPU without AVX-512 BF16 or AMX: emulated, slower than fp32")
+        elif chosen == "fp16":
+            log.warning("precision fp16 on a CPU: emulated by most CPUs, far slower than fp32 (fp16 is for CUDA)")
     return chosen

@@ -214,3 +214,11 @@ def test_int8_ranges_are_reused_across_sizes_padded_or_not(photo, tmp_path, capl
             assert len(q.extract(photo[:h, :w])["scores"]) > 10
     assert caplog.text.count("int8: calibrating") == 2  # once per kind of size, not per size
     assert len(list(tmp_path.glob("*_ranges.json"))) == 2
+
+
+def test_forced_bf16_without_the_units_warns_but_runs(photo, monkeypatch, caplog):
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2")
+    with caplog.at_level(logging.INFO, logger="goodpoint_ros.precision"):
+        ex = make_extractor("torch", "goodpoint_small", "default", "cpu", precision="bf16")
+    assert ex.precision == "bf16" and "emulated, slower than fp32" in caplog.text
+    assert len(ex.extract(photo[:96, :128])["scores"]) > 10
