@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.features import to_numpy
+from goodpoint_ros.extractor import Extractor
+from goodpoint_ros.features import FEATURE_KEYS, to_numpy
 from goodpoint_ros.frames import match_frames
 from goodpoint_ros.odometry import Calibration, VisualOdometry
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
@@ -157,3 +158,20 @@ def test_learned_front_end_through_the_same_step(seq):
     r2 = pipe.step([seq.frames[2].rgb], _stamp(2), Calibration(K=seq.K))
     assert len(r2.matches) > 100 and r2.inliers.mean() > 0.5
     assert r2.features["descriptors"].shape[1] == 128 and r0.extract_seconds > 0
+
+
+@pytest.mark.parametrize("model", ["orb", "akaze", "sift", "goodpoint_small"])
+def test_every_front_end_from_make_extractor_is_one_extractor(seq, model):
+    try:
+        ex = make_extractor(model=model, device="cpu", precision="fp32")
+    except ValueError as e:  # AKAZE left OpenCV 5's main package
+        pytest.skip(str(e))
+    assert isinstance(ex, Extractor) and "max_keypoints" in ex.detection_keys
+    ex.set_detection(max_keypoints=100)
+    image = seq.frames[0].rgb
+    one, many = ex.extract(image), ex.extract_many([image, image])
+    assert set(one) == set(FEATURE_KEYS) and len(many) == 2
+    f = to_numpy(one)
+    assert 0 < len(f["keypoints"]) <= 100 and f["keypoints"].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f["descriptors"], axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(to_numpy(many[1])["keypoints"], f["keypoints"])

@@ -34,10 +34,21 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from goodpoint_ros.checkpoint import atomic_torch_save, remove_temporaries, save_weights, weights_dict
+from goodpoint_ros.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    load_data,
+    remove_temporaries,
+    save_weights,
+    weights_dict,
+)
 from goodpoint_ros.device import bf16_hardware, resolve_device
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import build_model
+from training import losses_goodpoint, losses_mdnet
+from training.datasets import DataError, PairDataset, StepSampler, build_source
+from training.datasets import main as data_main
+from training.validate import validate
 
 TRAIN_FORMAT = "goodpoint_ros/train/1"
 
@@ -146,18 +157,14 @@ class GoodPointTask:
     channels = 1
 
     def __init__(self, conf: dict) -> None:
-        from training.losses_goodpoint import DEFAULT_CONF
-
-        self.loss_conf = merge(DEFAULT_CONF, conf["loss"], ("loss",))
+        self.loss_conf = merge(losses_goodpoint.DEFAULT_CONF, conf["loss"], ("loss",))
 
     def loss(self, model, batch: dict, step: int):
-        from training.losses_goodpoint import goodpoint_loss
-
         b = batch["image0"].shape[0]
         out = model(torch.cat([batch["image0"], batch["image1"]]))
         out0 = {k: v[:b] for k, v in out.items()}
         out1 = {k: v[b:] for k, v in out.items()}
-        return goodpoint_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], self.loss_conf)
+        return losses_goodpoint.goodpoint_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], self.loss_conf)
 
 
 class MDNetTask:
@@ -166,20 +173,16 @@ class MDNetTask:
     channels = 3
 
     def __init__(self, conf: dict) -> None:
-        from training.losses_mdnet import DEFAULT_CONF
-
-        self.loss_conf = merge(DEFAULT_CONF, conf["loss"], ("loss",))
+        self.loss_conf = merge(losses_mdnet.DEFAULT_CONF, conf["loss"], ("loss",))
         self.stage2_step = int(conf["train"]["stage2_step"])
 
     def loss(self, model, batch: dict, step: int):
-        from training.losses_mdnet import mdnet_loss
-
         b = batch["image0"].shape[0]
         out = model(torch.cat([batch["image0"], batch["image1"]]))
         out0 = {k: v[:b] for k, v in out.items()}
         out1 = {k: v[b:] for k, v in out.items()}
         stage = 2 if step >= self.stage2_step else 1
-        return mdnet_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], stage, self.loss_conf)
+        return losses_mdnet.mdnet_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], stage, self.loss_conf)
 
 
 def make_task(conf: dict):
@@ -341,8 +344,6 @@ def setup_distributed(conf: dict) -> tuple[int, int, torch.device]:
 
 def build_data(conf: dict, channels: int, start_step: int, rank: int, world: int):
     """Training loader from ``start_step`` on, and the held-out validation pairs (or None)."""
-    from training.datasets import PairDataset, StepSampler, build_source
-
     d, t, e = conf["data"], conf["train"], conf["eval"]
     source = build_source(d)
     held = None
@@ -443,8 +444,6 @@ def sync_model_file(run_dir: Path, ckpt: dict | None) -> bool:
 
 
 def read_train_checkpoint(path: Path) -> dict:
-    from goodpoint_ros.checkpoint import CheckpointError, load_data
-
     ckpt = load_data(path, "training checkpoint")  # one line per problem, like weights files
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint (expected format '{TRAIN_FORMAT}')")
@@ -542,8 +541,6 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
                 sums, n_sum, t_last = {}, 0, now
             e = conf["eval"]
             if val is not None and e["every"] and step % int(e["every"]) == 0 and main:
-                from training.validate import validate
-
                 scores = validate(model, val, e)
                 logger.log(step, scores, prefix="val")
                 if best is None or scores["score"] > best:
@@ -604,13 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
-    from goodpoint_ros.checkpoint import CheckpointError
-    from training.datasets import DataError
-
     try:
         if args.list_topics:
-            from training.datasets import main as data_main
-
             return data_main(["--list-topics", args.list_topics])
         resume = None
         if args.resume:

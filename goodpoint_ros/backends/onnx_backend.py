@@ -1,4 +1,4 @@
-"""onnxruntime backend: the exported fixed-top-k graph behind ``features.Extractor``'s interface.
+"""onnxruntime backend: the exported fixed-top-k graph behind the ``extractor.Extractor`` protocol.
 
 On first use for an input size the model is exported to a cache folder
 (``$GOODPOINT_CACHE`` or ``~/.cache/goodpoint_ros/onnx``) under a hash of the weights, the graph
@@ -37,6 +37,7 @@ from goodpoint_ros.backends.quantize import (
     int8_key,
     quantize_int8,
 )
+from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.device import resolve_precision
 from goodpoint_ros.features import prepare_image, to_numpy
 
@@ -158,9 +159,7 @@ class OnnxExtractor:
         """``precision``: auto | fp32 | fp16 (TensorRT) | int8 (``calibration``: a folder of
         training photos, default ``quantize.default_calibration_source``); ``fp16=False`` keeps
         ``auto`` at fp32 on TensorRT."""
-        import onnxruntime as ort
-
-        from goodpoint_ros.checkpoint import load_model
+        import onnxruntime as ort  # optional dependency: only this backend needs it
 
         self.model = load_model(model, weights, conf=conf).eval()
         if self.model.conf.get("multiscale"):
@@ -217,6 +216,10 @@ class OnnxExtractor:
     @property
     def active_providers(self) -> list[str]:
         return [p for p, _ in self.providers]
+
+    @property
+    def detection_keys(self) -> tuple[str, ...]:
+        return self.model.detection_keys
 
     def set_detection(self, **kwargs: Any) -> None:
         if kwargs.get("multiscale"):
