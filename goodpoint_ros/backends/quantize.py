@@ -27,7 +27,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from goodpoint_ros.features import prepare_image
+from goodpoint_ros.images import read_image, sample_photo
 
 log = logging.getLogger("goodpoint_ros.backends")
 
@@ -54,8 +58,6 @@ def default_calibration_source() -> str:
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize to cover HxW (aspect kept), then centre-crop: real content at the graph's size."""
-    import cv2
-
     h, w = image.shape[:2]
     s = max(height / h, width / w)
     size = (max(width, round(w * s)), max(height, round(h * s)))
@@ -67,12 +69,7 @@ def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def calibration_images(source: str, count: int, height: int, width: int, channels: int) -> list[np.ndarray]:
     """Up to ``count`` 1xCxHxW float32 inputs from a photo folder (spread evenly over its sorted
     files) or from ``skimage`` (scikit-image's training-split photos)."""
-    from goodpoint_ros.features import prepare_image
-    from goodpoint_ros.images import read_image
-
     if source == "skimage":
-        from goodpoint_ros.images import sample_photo
-
         photos = [sample_photo(n) for n in SKIMAGE_TRAIN_PHOTOS[:count]]
     else:
         folder = Path(source)
