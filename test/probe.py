@@ -30,7 +30,9 @@ def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int =
     """A checkpoint of ``model`` with random weights from a fixed seed (deterministic tests/benches).
 
     Random-weight descriptor quality varies a lot with the seed; a fixed seed keeps node tests
-    that check geometry and bookkeeping (not model quality) reproducible.
+    that check geometry and bookkeeping (not model quality) reproducible. The checkpoint's
+    detection defaults keep every local maximum (threshold 0): an untrained softmax sits near the
+    uniform 1/64, below the trained models' threshold.
     """
     import torch
 
@@ -38,7 +40,7 @@ def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int =
     from goodpoint_ros.models import build_model
 
     torch.manual_seed(seed)
-    save_weights(build_model(model), path)
+    save_weights(build_model(model), path, detection={"detection_threshold": 0.0})
     return str(path)
 
 

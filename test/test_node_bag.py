@@ -53,7 +53,7 @@ def test_bag_tool_writes_keypoints_and_matches(tmp_path):
     frames, _ = camera_sequence(sample_photo("astronaut"), 6, (160, 120), rate=30.0, motion=0.5)
     stamps = _write_bag(tmp_path / "in", frames, bad_at=3)
     out = _run(tmp_path / "in", tmp_path / "out", "--topic", "/camera/image_raw", "--model", "goodpoint_small",
-               "--weights", "random", "--device", "cpu", "--max-keypoints", "200")  # fmt: skip
+               "--weights", "default", "--device", "cpu", "--max-keypoints", "200")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "1 undecodable" in out.stdout and "truncated" not in out.stdout
     assert list((tmp_path / "out").glob("*.mcap"))

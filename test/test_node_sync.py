@@ -138,7 +138,7 @@ def test_rgbd_node_attaches_depth_in_metres():
     depth_mm[:10] = 0  # unknown depth at the top
     node = NodeProcess(
         DOMAIN + 1,
-        {"model": "goodpoint_small", "weights": "random", "device": "cpu", "input_mode": "rgbd", "qos": "reliable"},
+        {"model": "goodpoint_small", "weights": "default", "device": "cpu", "input_mode": "rgbd", "qos": "reliable"},
         {"image": "/rgbd/image", "depth": "/rgbd/depth"},
     )
     probe = Probe(DOMAIN + 1)
@@ -173,7 +173,7 @@ def test_compressed_input_mode():
     rgb = cv2.resize(sample_photo("rocket"), (160, 120), interpolation=cv2.INTER_AREA)
     node = NodeProcess(
         DOMAIN + 2,
-        {"model": "goodpoint_small", "weights": "random", "device": "cpu", "compressed": True, "qos": "reliable"},
+        {"model": "goodpoint_small", "weights": "default", "device": "cpu", "compressed": True, "qos": "reliable"},
         {"image": "/cam/image_raw"},
     )
     probe = Probe(DOMAIN + 2)
