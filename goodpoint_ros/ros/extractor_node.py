@@ -1,8 +1,14 @@
 """The ``goodpoint_extractor`` node: images in; keypoints, frame-to-frame matches, tracks out.
 
-Callbacks only decode nothing and store the newest frame (or synchronised set) in a one-item
-slot; a worker thread runs the model on whatever is newest. A slow model therefore never builds a
-backlog: frames overwritten in the slot are counted as dropped and reported on ``/diagnostics``.
+Callbacks decode nothing: they check each message in O(1) (``image_codec.check_message``: a
+malformed one is counted in ``malformed`` and ``decode_errors`` and never stored) and store the
+newest frame (or synchronised set) in a one-item slot; a worker thread runs the model on whatever
+is newest. A slow model therefore never builds a backlog: frames overwritten in the slot are
+counted as dropped. Frames lost before the callback are counted from header-stamp gaps
+(``accounting.StampGaps``) and, where the RMW reports it, its message-lost event; the input
+callbacks have a callback group of their own so the reader's queue is drained while other
+callbacks run (measured: ~50% of a 640x480 30 Hz stream lost without it). Matching, tracks and
+odometry run only while an output that needs them has a subscriber; keypoints always.
 Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
 Once ``camera_info`` has arrived, ``~/tracks`` (VINS-Fusion layout) and ``~/odometry`` follow the
 input mode (mono / RGB-D / stereo); tracking state and resets go to ``/diagnostics``. The per-frame
