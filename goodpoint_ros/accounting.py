@@ -2,9 +2,10 @@
 figures over a time window.
 
 Why stamps: frames can be lost before a subscriber's callback ever runs (a best-effort reader's
-history overwritten while the executor is busy, a dropped fragment). Fast DDS's message-lost
-event does not count history overwrites (measured with Fast DDS 3.2: 0 reported for 199 of 300
-lost), so the one measure that always works is the camera's own clock: a camera publishes at a
+history overwritten while the executor is busy, a dropped fragment). The RMW's message-lost
+event does not see every loss (measured here with Fast DDS 3.2, 640x480 at 30-60 Hz: once 0
+reported for 199 lost, once 152 reported for 148 inferred from stamps) and is missing from some
+RMWs, so the one measure that always works is the camera's own clock: a camera publishes at a
 steady rate, and a stamp gap spanning k periods means k - 1 frames never arrived.
 """
 

@@ -408,7 +408,7 @@ class ExtractorNode(Node):
         self.calib = self.calib._replace(P_right=np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
 
     def _on_lost(self, info: Any) -> None:
-        """The RMW's message-lost event (Fast DDS: sequence gaps; history overwrites not counted)."""
+        """The RMW's message-lost event (Fast DDS reports some losses, not all: see accounting.py)."""
         self.lost_event += int(info.total_count_change)
 
     def _arrived(self, msg: Any, topic: str, depth: bool = False) -> bool:
