@@ -512,7 +512,8 @@ class ExtractorNode(Node):
             self.pub_right.publish(keypoints_to_cloud(r.right_features, rh))
             rstamp = (int(rh.stamp.sec), int(rh.stamp.nanosec))
             sm, sd, si = r.stereo_matches, r.stereo_distances, r.stereo_inliers
-            self.pub_stereo.publish(matches_to_cloud(sm, r.keypoints, rk, sd, si, rstamp, header))
+            if sm is not None:  # None: no output that needs matching had a subscriber
+                self.pub_stereo.publish(matches_to_cloud(sm, r.keypoints, rk, sd, si, rstamp, header))
         self.vo.publish(header, r.odometry, calib)
         if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
             prev_kp = r.previous_keypoints if r.previous_keypoints is not None else np.zeros((0, 2), np.float32)
