@@ -343,3 +343,41 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
     d = probe.diagnostics[-1]
     assert float(d["decode_errors"]) - decode0 == 4 + len(bad_depths), d
     assert float(d["malformed"]) - malformed0 == 3 + len(bad_depths), d
+
+
+def test_stereo_with_nobody_wanting_matches_publishes_keypoints_only():
+    """Stereo: with no subscriber to any output that needs matching, no left/right matching runs
+    (none is published) and the frames still go out as keypoints, without errors."""
+    from goodpoint_ros.images import sample_pair
+
+    left, right = (cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA) for im in sample_pair())
+    node = NodeProcess(
+        DOMAIN_B + 1,
+        {**COMMON, "input_mode": "stereo"},
+        {"left/image": "/hs/left/image", "right/image": "/hs/right/image"},
+    )
+    probe = Probe(DOMAIN_B + 1)
+    try:
+        probe.wait_ready(node, timeout=180)
+        for sub in [s for s in probe.node.subscriptions if s.topic_name.endswith("/matches")]:
+            probe.node.destroy_subscription(sub)
+        pl, pr = (
+            probe.publisher("/hs/left/image", best_effort=False),
+            probe.publisher("/hs/right/image", best_effort=False),
+        )
+        probe.wait_subscribed(pl)
+        probe.wait_subscribed(pr)
+        probe.spin(1.5)
+        for i in range(3):
+            ml, mr = numpy_to_image(left, "rgb8"), numpy_to_image(right, "rgb8")
+            ml.header.stamp = mr.header.stamp = probe.stamp(i)
+            pl.publish(ml)
+            pr.publish(mr)
+            assert _answered(probe, ml.header.stamp)
+        probe.spin_until(lambda: _diag(probe, "processed") >= 3, WAIT)
+        probe.spin(0.6)
+        d = probe.diagnostics[-1]
+        assert d["output_matching"] == "idle (no subscribers)" and float(d["errors"]) == 0, d
+    finally:
+        node.stop()
+        probe.close()
