@@ -10,7 +10,8 @@ malformed messages are counted on arrival (``malformed``, also in ``decode_error
 only fails when decoded counts in ``decode_errors`` alone. Every message on a topic carries the
 next 30 Hz stamp, so the stamp-gap loss count must close the books: published == received +
 malformed + lost_stamp_gaps, whatever the load. Node A also checks that matching runs only while
-someone subscribes to an output that needs it.
+someone subscribes to an output that needs it, and a third, stereo node that a stereo frame with
+nobody wanting matches still goes out as keypoints, without errors.
 """
 
 from __future__ import annotations
