@@ -1,18 +1,28 @@
-"""ament_python package at the repo root: ``colcon build`` on ROS 2, ``pip install -e .`` in a venv."""
+"""ament_python package at the repo root: ``colcon build`` on ROS 2, ``pip install -e .`` in a venv.
+
+The training code lives in ``training/`` at the repo root (``python -m training.train`` from a
+checkout) and installs as ``goodpoint_ros.training``: nothing but ``goodpoint_ros`` lands at the
+top level of site-packages, where a generic name like ``training`` would collide with other
+projects' modules.
+"""
 
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "goodpoint_ros"
+training = package_name + ".training"
 
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(include=["goodpoint_ros", "goodpoint_ros.*", "training", "training.*"]),
+    packages=find_packages(include=[package_name, package_name + ".*"])
+    + [training]
+    + [f"{training}.{p}" for p in find_packages("training")],
+    package_dir={training: "training"},
     package_data={
-        "goodpoint_ros": ["weights/*.pt", "weights/*.md", "data/*"],
-        "training": ["configs/*.yaml"],
+        package_name: ["weights/*.pt", "weights/*.md"],
+        training: ["configs/*.yaml"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
@@ -33,8 +43,8 @@ setup(
             "goodpoint-match = goodpoint_ros.cli:match_main",
             "goodpoint-export = goodpoint_ros.backends.export:main",
             "goodpoint-bag = goodpoint_ros.bag_tool:main",
-            "goodpoint-train = training.train:main",
-            "goodpoint-eval = training.evaluate:main",
+            "goodpoint-train = goodpoint_ros.training.train:main",
+            "goodpoint-eval = goodpoint_ros.training.evaluate:main",
             # ROS 2 nodes (`ros2 run goodpoint_ros extractor`)
             "extractor = goodpoint_ros.ros.extractor_node:main",
             "player = goodpoint_ros.ros.player:main",

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from goodpoint_ros.models import build_model
-from training.datasets import PairDataset
-from training.train import load_config, make_optimizer, make_task
+
+from .datasets import PairDataset
+from .train import load_config, make_optimizer, make_task
 
 
 class _Photos:

@@ -36,7 +36,8 @@ from goodpoint_ros.image_codec import (
     image_to_numpy,
     to_rgb,
 )
-from training.augment import make_pair
+
+from .augment import make_pair
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

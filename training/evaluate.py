@@ -34,8 +34,9 @@ from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import ImageReadError
 from goodpoint_ros.images import read_image as _read_limited
 from goodpoint_ros.models import MODELS
-from training.augment import photometric, sample_homography, warp_mask
-from training.metrics import evaluate_pair, summarize
+
+from .augment import photometric, sample_homography, warp_mask
+from .metrics import evaluate_pair, summarize
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
 

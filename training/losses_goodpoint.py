@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from goodpoint_ros.features import sample_descriptors
 from goodpoint_ros.geometry import warp_points
-from training.warp import masked_mean, warp_dense, warp_valid
+
+from .warp import masked_mean, warp_dense, warp_valid
 
 DEFAULT_CONF = {
     "lambda_d": 1.0,  # lambda_1

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from goodpoint_ros.features import sample_descriptors
 from goodpoint_ros.geometry import warp_points
-from training.warp import masked_mean, warp_dense, warp_valid
+
+from .warp import masked_mean, warp_dense, warp_valid
 
 GAMMA = {2: 0.5, 4: 2.0, 8: 18.0}  # paper / authors' values for N = 2, 4, 8
 

@@ -3,6 +3,7 @@
     python -m training.train --config training/configs/goodpoint_coco.yaml data.root=/data/coco/train2017
     python -m training.train --config training/configs/goodpoint_small.yaml train.steps=200 train.name=try
     python -m training.train --resume runs/goodpoint_coco               # continue exactly where it stopped
+    goodpoint-train --config goodpoint_small train.steps=200            # installed: a shipped config by name
     torchrun --nproc_per_node=2 -m training.train --config ...          # DDP (gloo on CPU, NCCL on GPU)
 
 A run directory ``<train.output_dir>/<name>`` holds ``config.yaml``, ``checkpoint.pt`` (model,
@@ -45,12 +46,15 @@ from goodpoint_ros.checkpoint import (
 from goodpoint_ros.device import bf16_hardware, resolve_device
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
 from goodpoint_ros.models import build_model
-from training import losses_goodpoint, losses_mdnet
-from training.datasets import DataError, PairDataset, StepSampler, build_source
-from training.datasets import main as data_main
-from training.validate import validate
+
+from . import losses_goodpoint, losses_mdnet
+from .datasets import DataError, PairDataset, StepSampler, build_source
+from .datasets import main as data_main
+from .validate import validate
 
 TRAIN_FORMAT = "goodpoint_ros/train/1"
+# The experiment YAMLs; they ship with the package (goodpoint_ros/training/configs when installed).
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -140,10 +144,23 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def config_path(path: str | Path) -> Path:
+    """``path`` when it is a file, else the shipped config of that name (``goodpoint_small`` or
+    ``goodpoint_small.yaml``): installed, the configs sit inside the package, not under the cwd."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"no config file '{path}' (shipped configs: {known})")
+
+
 def load_config(path: str | Path | None, overrides: list[str], base: dict | None = None) -> dict:
     conf = copy.deepcopy(base) if base is not None else copy.deepcopy(DEFAULTS)
     if path:
-        with open(path) as f:
+        with open(config_path(path)) as f:
             conf = merge(conf, yaml.safe_load(f) or {})
     return merge(conf, parse_overrides(overrides))
 
@@ -595,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Overrides: dotted keys, YAML values, e.g. data.root=/data/coco train.steps=1000 data.batch_size=4",
     )
-    ap.add_argument("--config", help="experiment YAML (training/configs/*.yaml)")
+    ap.add_argument("--config", help="experiment YAML: a path, or the name of a shipped one (training/configs/*.yaml)")
     ap.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue a run exactly (config from the run)")
     ap.add_argument("--list-topics", metavar="BAG", help="print a ROS 2 bag's topics and exit")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from goodpoint_ros.features import extract_batch
-from training.metrics import evaluate_pair, summarize
+
+from .metrics import evaluate_pair, summarize
 
 LOGGED = ("repeatability", "mma@1px", "mma@3px", "matching_score", "coverage", "harmonic_mean", "num_matches")
 
