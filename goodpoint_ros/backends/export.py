@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from goodpoint_ros.backends import quantize
-from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph, dense_keys
+from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph
 from goodpoint_ros.backends.parity import feature_parity
 from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.features import extract_batch
@@ -189,7 +189,7 @@ def check_parity(
             ref = extract_batch(model, x)[0]
         finally:
             model.set_detection(detection_threshold=threshold)
-    heat_key, _ = dense_keys(model)
+    heat_key = model.heatmap_key
     heat_diff = float(np.abs(out["heatmap"] - dense[heat_key].float().numpy()).max())
     keep = out["valid"][0]
     onnx_feats = {k: out[k][0][keep] for k in ("keypoints", "scores", "detector", "descriptors")}

@@ -14,23 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from goodpoint_ros.features import sample_descriptors, select_keypoints
-from goodpoint_ros.models import GoodPoint, MDNet
+from goodpoint_ros.models import BaseModel
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
 # Bump when the graph's inputs/outputs or post-processing change: it is part of the cache key.
 GRAPH_VERSION = 2  # 2: sub-pixel refinement (subpixel_radius)
 
 
-def dense_keys(model: nn.Module) -> tuple[str, int]:
-    """(name of the heatmap output, descriptor stride) of a model's dense outputs."""
-    if isinstance(model, GoodPoint):
-        return "heatmap", 8
-    if isinstance(model, MDNet):
-        return "heatmaps", 1
-    raise TypeError(f"no export graph for model type {type(model).__name__}")
-
-
-def keypoints_per_detector(model: nn.Module) -> int:
+def keypoints_per_detector(model: BaseModel) -> int:
     """K per detector: max_keypoints for GoodPoint, M/N per detector for MD-Net (paper III.B)."""
     n = model.conf.get("num_detectors", 1)
     return int(model.conf["max_keypoints"]) // n
@@ -44,10 +35,11 @@ class ExportGraph(nn.Module):
     (dense, for parity checks). Slots are grouped per detector, each group sorted by score.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: BaseModel) -> None:
         super().__init__()
         self.model = model
-        self.heat_key, self.stride = dense_keys(model)
+        # what the model declares its dense outputs hold (BaseModel), whatever the model
+        self.heat_key, self.stride = model.heatmap_key, model.descriptor_stride
         self.k = keypoints_per_detector(model)
         self.pad_to = model.pad_to
 

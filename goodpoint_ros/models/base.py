@@ -27,8 +27,10 @@ class BaseModel(nn.Module):
     through ``features.extract_batch`` (the one inference path) or an ``Extractor``.
 
     Subclasses set ``default_conf`` (architecture and detection keys), ``name``, the number of
-    input channels, the stride the input must be padded to, and implement ``forward`` and
-    ``detect``.
+    input channels, the stride the input must be padded to, what their dense outputs hold
+    (``heatmap_key``, ``descriptor_stride``), and implement ``forward`` and ``detect``; a model
+    with an image pyramid overrides ``pyramid_scales`` and ``merge_scales``. The inference path,
+    the export graph and training read these declarations, never the model's type or name.
     """
 
     name: str = "base"
@@ -37,6 +39,11 @@ class BaseModel(nn.Module):
     detection_keys: tuple[str, ...] = ()
     in_channels: int = 1
     pad_to: int = 1
+    # The ``forward`` output holding the detection heatmaps (BxNxHxW, one channel per detector):
+    # the export graph selects keypoints on it and the parity check compares it.
+    heatmap_key: str = "heatmap"
+    # Input pixels per cell of ``forward``'s ``descriptors`` map (``features.sample_descriptors``).
+    descriptor_stride: int = 1
 
     def __init__(self, conf: dict | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -54,5 +61,19 @@ class BaseModel(nn.Module):
                 raise KeyError(f"'{key}' is not a detection parameter of {self.name}")
             self.conf[key] = value
 
-    def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor) -> list[dict]:
+    def pyramid_scales(self, height: int, width: int) -> list[float]:
+        """Image scales to run for an image of ``height`` x ``width`` (``features.extract_batch``):
+        one level unless the model detects on a pyramid."""
+        return [1.0]
+
+    def merge_scales(self, feats: list[dict]) -> dict:
+        """One image's features from its per-scale features (keypoints already in the original
+        image's pixels); with the single level of ``pyramid_scales``, that level."""
+        if len(feats) != 1:
+            raise ValueError(f"{self.name} detects on one scale; override merge_scales for {len(feats)} levels")
+        return feats[0]
+
+    def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
+        """Sparse features (one dict per image) from ``forward``'s outputs; ``sizes`` Bx2 (h, w)
+        of the unpadded images, ``budget_scale`` scales the keypoint budget."""
         raise NotImplementedError

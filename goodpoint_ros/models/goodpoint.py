@@ -39,6 +39,8 @@ class GoodPoint(BaseModel):
     name = "goodpoint"
     in_channels = 1
     pad_to = 8
+    heatmap_key = "heatmap"  # Bx1xHxW: one detector
+    descriptor_stride = 8  # descriptors on the encoder's 1/8 grid
     default_conf = {
         "channels": [64, 64, 128, 128],  # VGG blocks 1-4 (SuperPoint)
         "head_channels": 256,
@@ -73,9 +75,6 @@ class GoodPoint(BaseModel):
         self.detector = nn.Sequential(conv(c4, h, 3, bn, slope=sl), nn.Conv2d(h, 64, 1))
         self.descriptor = nn.Sequential(conv(c4, h, 3, bn, slope=sl), nn.Conv2d(h, c["descriptor_dim"], 1))
 
-    def pyramid_scales(self, height: int, width: int) -> list[float]:
-        return [1.0]
-
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """image Bx1xHxW in [0, 1] (H, W multiples of 8) -> dense heatmap and descriptors.
 
@@ -90,10 +89,11 @@ class GoodPoint(BaseModel):
 
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
         c = self.conf
-        heat = dense["heatmap"]
+        heat = dense[self.heatmap_key]
         kpts, scores, valid = select_keypoints(
             heat, sizes, c, c["max_keypoints"] * budget_scale, c["detection_threshold"]
         )
         b = kpts.shape[0]
-        desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 8).view(*kpts.shape[:3], -1)
+        desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), self.descriptor_stride)
+        desc = desc.view(*kpts.shape[:3], -1)
         return split_batch(kpts, scores, desc, torch.zeros_like(valid, dtype=torch.uint8), valid)

@@ -35,6 +35,8 @@ class MDNet(BaseModel):
     name = "mdnet"
     in_channels = 3
     pad_to = 1
+    heatmap_key = "heatmaps"  # BxNxHxW: one channel per detector
+    descriptor_stride = 1  # full-resolution descriptor volume
     default_conf = {
         "channels": [32, 32, 64, 64, 128, 128, 128],
         "num_detectors": 2,
@@ -88,6 +90,7 @@ class MDNet(BaseModel):
         return {"features": feat, "descriptors": F.normalize(feat, dim=1), "heatmaps": heat}
 
     def pyramid_scales(self, height: int, width: int) -> list[float]:
+        """With ``multiscale``: a sqrt(2) pyramid down to a short side of ``pyramid_min_size``."""
         if not self.conf["multiscale"]:
             return [1.0]
         scales, s = [], 1.0
@@ -98,11 +101,12 @@ class MDNet(BaseModel):
 
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
         c = self.conf
-        heat = dense["heatmaps"]
+        heat = dense[self.heatmap_key]
         b, n = heat.shape[:2]
         per_det = int(c["max_keypoints"] * budget_scale) // n
         kpts, scores, valid = select_keypoints(heat, sizes, c, per_det, c["detection_threshold"])
-        desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), 1).view(*kpts.shape[:3], -1)
+        desc = sample_descriptors(dense["descriptors"], kpts.view(b, -1, 2), self.descriptor_stride)
+        desc = desc.view(*kpts.shape[:3], -1)
         detector = torch.arange(n, device=heat.device).view(1, n, 1).expand_as(valid)
         return split_batch(kpts, scores, desc, detector, valid)
 
