@@ -21,7 +21,8 @@ import torch
 
 from goodpoint_ros.models import MODELS, BaseModel, build_model
 
-FORMAT = "goodpoint_ros/1"
+FORMAT = "goodpoint_ros/1"  # weights files: model.pt, best_model.pt, shipped weights
+TRAIN_FORMAT = "goodpoint_ros/train/1"  # training checkpoints (checkpoint.pt): training.train resumes them
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -132,15 +133,21 @@ def load_data(path: str | Path, what: str = "weights file") -> Any:
         ) from None
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict safely (``weights_only``), or raise one clear CheckpointError."""
+def read_checkpoint(path: str | Path, training: bool = False) -> dict:
+    """Load a weights file (``FORMAT``), or with ``training`` a training checkpoint
+    (``TRAIN_FORMAT``: weights plus optimiser, step, config and RNG states), safely
+    (``weights_only``) and checked, or raise one clear CheckpointError. The one reading path for
+    both: either kind given where the other is expected says so."""
     path = Path(path)
-    ckpt = load_data(path)
+    what, want = ("training checkpoint", TRAIN_FORMAT) if training else ("weights file", FORMAT)
+    ckpt = load_data(path, what)
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt == "goodpoint_ros/train/1":
+    if fmt == TRAIN_FORMAT and not training:
         raise CheckpointError(f"{path}: a training checkpoint, not weights: use model.pt or best_model.pt of that run")
-    if fmt != FORMAT or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a goodpoint_ros weights file (expected format '{FORMAT}')")
+    if fmt == FORMAT and training:
+        raise CheckpointError(f"{path}: a weights file, not a training checkpoint: resume from the run's checkpoint.pt")
+    if fmt != want or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a goodpoint_ros {what} (expected format '{want}')")
     bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict entry '{bad[0]}' is not a tensor")

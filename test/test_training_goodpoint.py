@@ -157,8 +157,7 @@ def test_run_folder_cleanup_model_pt_follows_checkpoint_and_modes(tmp_path: Path
     """A kill during a checkpoint write leaves temporaries; a kill between checkpoint.pt and
     model.pt leaves model.pt a save behind. Starting the run again removes the first and repairs
     the second; files get the usual mode (umask), not mkstemp's 0600."""
-    from goodpoint_ros.checkpoint import read_checkpoint, save_weights
-    from training.train import read_train_checkpoint
+    from goodpoint_ros.checkpoint import CheckpointError, read_checkpoint, save_weights
 
     old = os.umask(0o022)
     try:
@@ -175,7 +174,9 @@ def test_run_folder_cleanup_model_pt_follows_checkpoint_and_modes(tmp_path: Path
         (run / name).write_bytes(b"half a checkpoint")
     (run / "notes.pt.txt").write_text("not ours")
     save_weights(build_model("goodpoint_small"), run / "model.pt", step=1, run="t")  # one save behind
-    ckpt = read_train_checkpoint(run / "checkpoint.pt")
+    ckpt = read_checkpoint(run / "checkpoint.pt", training=True)
+    with pytest.raises(CheckpointError, match="a weights file, not a training checkpoint"):
+        read_checkpoint(run / "model.pt", training=True)
     train(conf, resume=ckpt, progress=False)  # nothing left to train: only the start-up repairs
     assert not any((run / name).exists() for name in stale) and (run / "notes.pt.txt").exists()
     weights = read_checkpoint(run / "model.pt")

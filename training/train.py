@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -36,23 +36,23 @@ import torch.distributed as dist
 import yaml
 
 from goodpoint_ros.checkpoint import (
+    TRAIN_FORMAT,
     CheckpointError,
     atomic_torch_save,
-    load_data,
+    read_checkpoint,
     remove_temporaries,
     save_weights,
     weights_dict,
 )
 from goodpoint_ros.device import bf16_hardware, resolve_device
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
-from goodpoint_ros.models import build_model
+from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, MDNet, build_model
 
 from . import losses_goodpoint, losses_mdnet
 from .datasets import DataError, PairDataset, StepSampler, build_source
 from .datasets import main as data_main
 from .validate import validate
 
-TRAIN_FORMAT = "goodpoint_ros/train/1"
 # The experiment YAMLs; they ship with the package (goodpoint_ros/training/configs when installed).
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -168,47 +168,84 @@ def load_config(path: str | Path | None, overrides: list[str], base: dict | None
 # ---------------------------------------------------------------- tasks (model + loss)
 
 
+class Task(Protocol):
+    """What training needs beside the model: its input channels and its loss on a batch of pairs."""
+
+    channels: int
+    # DDP: parameters that a step may leave without a gradient (MD-Net's detector in stage 1)
+    unused_parameters: bool
+
+    def __init__(self, conf: dict) -> None: ...
+
+    def loss(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]: ...
+
+
+# model class -> its training task. A model registers its task here (``@register_task(Model)``),
+# so make_task never recognises a model by its name; a subclass inherits its base's task.
+TASKS: dict[type[BaseModel], type[Task]] = {}
+
+
+def register_task(model_class: type[BaseModel]):
+    """Class decorator: ``cls`` trains every model of ``model_class`` (and its subclasses)."""
+
+    def add(cls: type[Task]) -> type[Task]:
+        TASKS[model_class] = cls
+        return cls
+
+    return add
+
+
+def forward_pair(model: torch.nn.Module, batch: dict) -> tuple[dict, dict]:
+    """Both views through the network in one batch (one forward, batch norm sees both views),
+    split back into the outputs of view 0 and view 1."""
+    b = batch["image0"].shape[0]
+    out = model(torch.cat([batch["image0"], batch["image1"]]))
+    return {k: v[:b] for k, v in out.items()}, {k: v[b:] for k, v in out.items()}
+
+
+@register_task(GoodPoint)
 class GoodPointTask:
-    """GoodPoint: gray images, both views through the network in one batch, Eq. 1 loss."""
+    """GoodPoint: gray images, Eq. 1 loss."""
 
     channels = 1
+    unused_parameters = False
 
     def __init__(self, conf: dict) -> None:
         self.loss_conf = merge(losses_goodpoint.DEFAULT_CONF, conf["loss"], ("loss",))
 
-    def loss(self, model, batch: dict, step: int):
-        b = batch["image0"].shape[0]
-        out = model(torch.cat([batch["image0"], batch["image1"]]))
-        out0 = {k: v[:b] for k, v in out.items()}
-        out1 = {k: v[b:] for k, v in out.items()}
+    def loss(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        out0, out1 = forward_pair(model, batch)
         return losses_goodpoint.goodpoint_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], self.loss_conf)
 
 
+@register_task(MDNet)
 class MDNetTask:
     """MD-Net: RGB images; stage 1 (triplet only) until ``train.stage2_step``, then joint."""
 
     channels = 3
+    unused_parameters = True  # stage 1 leaves the detector head without gradients
 
     def __init__(self, conf: dict) -> None:
         self.loss_conf = merge(losses_mdnet.DEFAULT_CONF, conf["loss"], ("loss",))
         self.stage2_step = int(conf["train"]["stage2_step"])
 
-    def loss(self, model, batch: dict, step: int):
-        b = batch["image0"].shape[0]
-        out = model(torch.cat([batch["image0"], batch["image1"]]))
-        out0 = {k: v[:b] for k, v in out.items()}
-        out1 = {k: v[b:] for k, v in out.items()}
+    def loss(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        out0, out1 = forward_pair(model, batch)
         stage = 2 if step >= self.stage2_step else 1
         return losses_mdnet.mdnet_loss(out0, out1, batch["H"], batch["mask0"], batch["mask1"], stage, self.loss_conf)
 
 
-def make_task(conf: dict):
+def make_task(conf: dict) -> Task:
+    """The registered task of ``model.name``'s class (or of its nearest registered base class)."""
     name = conf["model"]["name"]
-    if name.startswith("goodpoint"):
-        return GoodPointTask(conf)
-    if name.startswith("mdnet"):
-        return MDNetTask(conf)
-    raise KeyError(f"no training task for model '{name}'")
+    if name not in MODELS:
+        raise KeyError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
+    cls = MODELS[name][0]
+    task = next((TASKS[c] for c in cls.__mro__ if c in TASKS), None)
+    if task is None:
+        trainable = ", ".join(n for n, (c, _) in MODELS.items() if any(b in TASKS for b in c.__mro__))
+        raise KeyError(f"no training task registered for model '{name}' ({cls.__name__}); trainable: {trainable}")
+    return task(conf)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -460,13 +497,6 @@ def sync_model_file(run_dir: Path, ckpt: dict | None) -> bool:
     return True
 
 
-def read_train_checkpoint(path: Path) -> dict:
-    ckpt = load_data(path, "training checkpoint")  # one line per problem, like weights files
-    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_FORMAT:
-        raise CheckpointError(f"{path}: not a training checkpoint (expected format '{TRAIN_FORMAT}')")
-    return ckpt
-
-
 def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict:
     """Run (or continue) training; returns {"step", "last" (terms of the last step), "run_dir"}."""
     rank, world, device = setup_distributed(conf)
@@ -505,7 +535,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
         net = torch.nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=isinstance(task, MDNetTask),
+            find_unused_parameters=task.unused_parameters,
         )
 
     logger = Logger(run_dir) if main else None
@@ -625,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             path = Path(args.resume)
             path = path / "checkpoint.pt" if path.is_dir() else path
-            resume = read_train_checkpoint(path)
+            resume = read_checkpoint(path, training=True)
             base = merge(DEFAULTS, resume["config"])
             conf = load_config(args.config, args.overrides, base=base)
         elif args.config:
