@@ -43,6 +43,8 @@ __all__ = [
     "to_rgb",
     "to_model_input",
     "decode_image",
+    "DEPTH_ENCODINGS",
+    "depth_array_to_meters",
     "depth_to_meters",
     "normalize_float",
 ]
@@ -76,6 +78,8 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "bayer_gbrg8": (_U8, 1),
     "bayer_grbg8": (_U8, 1),
 }
+# depth images: millimetres in uint16, metres in float32 (REP 118)
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 _CANONICAL = {name.lower(): name for name in ENCODINGS}
 # OpenCV names Bayer patterns after the second row's first two pixels, so ROS rggb = cv2 BayerBG.
 _BAYER_TO_RGB = {
@@ -275,11 +279,10 @@ def _buffer(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)  # a list of ints
 
 
-def image_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """An Image as HxW or HxWxC array in its own encoding and dtype (no colour conversion; zero
-    copy unless big-endian). Row padding (``step`` > width*channels*bytes) is skipped. More than
-    ``max_pixels`` is refused before anything else: later stages (colour, float, the network)
-    would multiply the memory."""
+def _raw_layout(msg: Any, max_pixels: int | None) -> tuple[str, np.dtype, int, int, int, int, int]:
+    """(encoding, dtype, channels, height, width, step, bytes per row) of a raw Image, checked from
+    its fields alone (known encoding, non-empty, ``max_pixels``, step >= one row): the shared
+    first half of decoding it and of checking it on arrival."""
     enc = canonical_encoding(msg.encoding)
     dtype, channels = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
@@ -289,9 +292,29 @@ def image_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
     row = w * channels * dtype.itemsize
     if step < row:
         raise ImageDecodeError(f"{enc} image: step {step} is smaller than width*channels*bytes = {row}")
+    return enc, dtype, channels, h, w, step, row
+
+
+def _check_data_size(enc: str, h: int, w: int, step: int, size: int) -> None:
+    """A raw Image's data must hold exactly step*height bytes."""
+    if size != step * h:
+        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {size} bytes but step*height = {step * h}")
+
+
+def _check_depth_encoding(msg: Any) -> None:
+    """Depth comes as 16UC1/mono16 (mm) or 32FC1 (m); anything else is an ``ImageDecodeError``."""
+    if canonical_encoding(msg.encoding) not in DEPTH_ENCODINGS:
+        raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
+
+
+def image_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An Image as HxW or HxWxC array in its own encoding and dtype (no colour conversion; zero
+    copy unless big-endian). Row padding (``step`` > width*channels*bytes) is skipped. More than
+    ``max_pixels`` is refused before anything else: later stages (colour, float, the network)
+    would multiply the memory."""
+    enc, dtype, channels, h, w, step, row = _raw_layout(msg, max_pixels)
     buf = _buffer(msg.data)
-    if buf.size != step * h:
-        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {buf.size} bytes but step*height = {step * h}")
+    _check_data_size(enc, h, w, step, buf.size)
     rows = buf.reshape(h, step)[:, :row]
     dt = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
     out = rows.view(dt).reshape((h, w, channels) if channels > 1 else (h, w))
@@ -392,22 +415,32 @@ def decode_image(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np
     return to_model_input(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding)
 
 
-def depth_to_meters(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A depth Image (16UC1/mono16 in mm, or 32FC1 in m) as float32 metres, NaN where unknown.
+def depth_array_to_meters(depth: np.ndarray) -> np.ndarray:
+    """An HxW depth image as float32 metres, NaN where unknown: uint16 is millimetres (16UC1,
+    mono16), floats are metres (32FC1). The one depth conversion (messages, odometry, tests).
 
     Unknown is explicit: 0 for integer depth; NaN, +-inf (REP 117's too far / too close), zero
-    and negative values for 32FC1, so no consumer sees an infinite or negative range."""
-    depth = image_to_numpy(msg, max_pixels=max_pixels)
-    enc = canonical_encoding(msg.encoding)
-    if enc in ("16UC1", "mono16"):
+    and negative values for floats, so no consumer sees an infinite or negative range. Always a
+    new array: a message's buffer stays untouched."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"expected an HxW depth image, got shape {depth.shape}")
+    if depth.dtype == np.uint16:
         out = depth.astype(np.float32) * 1e-3
         out[depth == 0] = np.nan
         return out
-    if enc == "32FC1":
-        out = depth.astype(np.float32)  # a copy: the message buffer stays untouched
+    if depth.dtype.kind == "f":
+        out = depth.astype(np.float32)  # a copy, also for float32 input
         out[~(np.isfinite(out) & (out > 0))] = np.nan
         return out
-    raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
+    raise TypeError(f"unsupported depth dtype {depth.dtype} (use uint16 mm or float metres)")
+
+
+def depth_to_meters(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A depth Image (16UC1/mono16 in mm, or 32FC1 in m) as float32 metres, NaN where unknown
+    (``depth_array_to_meters``); another encoding is an ``ImageDecodeError``."""
+    _check_depth_encoding(msg)
+    return depth_array_to_meters(image_to_numpy(msg, max_pixels=max_pixels))
 
 
 def check_message(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: bool = False) -> None:
@@ -432,17 +465,7 @@ def check_message(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, dept
             raise ImageDecodeError(f"compressed image: {fmt_name} header declares an empty {w}x{h} image")
         check_pixels(w, h, max_pixels, f"compressed image (format '{fmt}'): {fmt_name}")
         return
-    enc = canonical_encoding(msg.encoding)
-    if depth and enc not in ("16UC1", "mono16", "32FC1"):
-        raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
-    dtype, channels = ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ImageDecodeError(f"empty {enc} image ({w}x{h})")
-    check_pixels(w, h, max_pixels, f"{enc} image")
-    row = w * channels * dtype.itemsize
-    if step < row:
-        raise ImageDecodeError(f"{enc} image: step {step} is smaller than width*channels*bytes = {row}")
-    size = len(msg.data) * getattr(msg.data, "itemsize", 1)
-    if size != step * h:
-        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {size} bytes but step*height = {step * h}")
+    if depth:
+        _check_depth_encoding(msg)
+    enc, _, _, h, w, step, _ = _raw_layout(msg, max_pixels)
+    _check_data_size(enc, h, w, step, len(msg.data) * getattr(msg.data, "itemsize", 1))

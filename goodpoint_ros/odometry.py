@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.geometry import verify, warp_points
+from goodpoint_ros.image_codec import depth_array_to_meters
 
 MODES = ("mono", "rgbd", "stereo")
 
@@ -50,18 +51,6 @@ class Result:
     residual_px: float = float("nan")
     covariance: np.ndarray = field(default_factory=lambda: np.eye(6))  # pose covariance (x y z rx ry rz)
     relative_covariance: np.ndarray = field(default_factory=lambda: np.eye(6))
-
-
-def depth_to_metres(depth: np.ndarray) -> np.ndarray:
-    """A depth image in metres (float32): uint16 is millimetres (16UC1), floats are metres (32FC1)."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"expected an HxW depth image, got shape {depth.shape}")
-    if depth.dtype == np.uint16:
-        return depth.astype(np.float32) * 1e-3
-    if depth.dtype.kind == "f":
-        return depth.astype(np.float32, copy=False)
-    raise TypeError(f"unsupported depth dtype {depth.dtype} (use uint16 mm or float metres)")
 
 
 def baseline_from_projection(P_right: np.ndarray) -> float:
@@ -198,7 +187,7 @@ class VisualOdometry:
     def points_from_depth(self, keypoints: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """Nx3 camera-frame points from a depth image at the keypoints (NaN where invalid or on a
         depth edge: the 3x3 min/max differ by more than ``depth_edge_ratio``)."""
-        d = depth_to_metres(depth)
+        d = depth_array_to_meters(depth)
         h, w = d.shape
         d = np.where(np.isfinite(d), d, 0.0).astype(np.float32)
         kernel = np.ones((3, 3), np.uint8)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from goodpoint_ros.classical import orb_features
+from goodpoint_ros.image_codec import depth_array_to_meters
 from goodpoint_ros.matching import match_features
-from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection, depth_to_metres
+from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection
 from goodpoint_ros.synthetic import _rot, camera_info_p, render_sequence
 
 BASELINE = 0.3
@@ -137,9 +138,9 @@ def test_track_ids_give_correspondences():
 
 def test_depth_units_and_bad_input():
     mm = np.array([[1500, 0]], dtype=np.uint16)
-    np.testing.assert_allclose(depth_to_metres(mm), [[1.5, 0.0]])
+    np.testing.assert_allclose(depth_array_to_meters(mm), [[1.5, np.nan]])  # 0 mm: unknown
     with pytest.raises(TypeError):
-        depth_to_metres(np.zeros((2, 2), np.int32))
+        depth_array_to_meters(np.zeros((2, 2), np.int32))
     K = np.array([[200.0, 0, 160], [0, 200, 120], [0, 0, 1]])
     with pytest.raises(ValueError, match="mode"):
         VisualOdometry(K, "lidar")
