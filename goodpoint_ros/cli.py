@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.backends import FRONT_ENDS, make_extractor
 from goodpoint_ros.checkpoint import CheckpointError
+from goodpoint_ros.classical import CLASSICAL
 from goodpoint_ros.device import PRECISIONS
 from goodpoint_ros.drawing import draw_matches
 from goodpoint_ros.features import to_numpy
@@ -27,7 +28,12 @@ from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="model name")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=FRONT_ENDS,
+        help=f"a learned model ({', '.join(MODELS)}) or an OpenCV front end ({', '.join(CLASSICAL)}; no weights)",
+    )
     p.add_argument("--weights", default="default", help="'default' (shipped), 'random', a shipped name or a path")
     p.add_argument("--max-keypoints", type=int, default=None, help="keypoint budget per image")
     p.add_argument("--threshold", type=float, default=None, help="detection threshold")

@@ -17,9 +17,12 @@ from goodpoint_ros.backends.onnx_backend import OnnxExtractor
 from goodpoint_ros.backends.torch_backend import TorchExtractor
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.extractor import Extractor
-from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 BACKENDS = ("torch", "onnxruntime")
+# Every name make_extractor takes as ``model``: the learned models' registry, then the OpenCV
+# front ends. Command lines offer these, so a newly registered model or front end shows up there.
+FRONT_ENDS: tuple[str, ...] = (*MODELS, *CLASSICAL)
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime"}
 
 
