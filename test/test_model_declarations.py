@@ -1,0 +1,91 @@
+"""Models declare what the pipeline and training need; nothing recognises a model by type or name.
+
+A new model is a BaseModel subclass in ``models.MODELS`` that declares ``heatmap_key``,
+``descriptor_stride`` (and a pyramid if it has one) and registers a training task; these tests
+check the shipped models' declarations against their outputs and that a model unknown to the
+code (a subclass under a new name) goes through inference, export and training unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from goodpoint_ros.backends import FRONT_ENDS
+from goodpoint_ros.backends.graph import ExportGraph
+from goodpoint_ros.classical import CLASSICAL
+from goodpoint_ros.cli import _add_model_args
+from goodpoint_ros.features import extract_batch
+from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, build_model
+from training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_declarations_match_the_dense_outputs(name):
+    model = build_model(name).eval()
+    image = torch.rand(1, model.in_channels, 64, 96)
+    with torch.inference_mode():
+        dense = model(image)
+    heat, desc = dense[model.heatmap_key], dense["descriptors"]
+    assert heat.shape[-2:] == (64, 96)  # full resolution, one channel per detector
+    assert desc.shape[-2:] == (64 // model.descriptor_stride, 96 // model.descriptor_stride)
+    assert model.pyramid_scales(64, 96)[0] == 1.0
+
+
+class Renamed(GoodPoint):
+    """A model the code has never heard of: a new name, GoodPoint's outputs and task."""
+
+    name = "renamed"
+
+
+@pytest.fixture
+def renamed(monkeypatch):
+    monkeypatch.setitem(MODELS, "renamed_tiny", (Renamed, {"channels": [8, 8, 16, 16], "head_channels": 16}))
+    return "renamed_tiny"
+
+
+def test_a_new_model_extracts_and_exports_through_its_declarations(renamed):
+    model = build_model(renamed).eval()
+    model.set_detection(detection_threshold=0.0)
+    image = torch.rand(1, 48, 64)
+    with torch.inference_mode():
+        feats = extract_batch(model, [image])[0]
+        kpts, scores, desc, _, valid, heat = ExportGraph(model)(image[None])
+    assert len(feats["keypoints"]) > 0 and heat.shape == (1, 1, 48, 64)
+    assert desc.shape[-1] == model.conf["descriptor_dim"] and valid.any()
+
+
+def test_base_model_defaults_are_one_scale():
+    model = BaseModel()
+    assert model.pyramid_scales(480, 640) == [1.0]
+    level = {"keypoints": torch.zeros(3, 2)}
+    assert model.merge_scales([level]) is level
+    with pytest.raises(ValueError, match="one scale"):
+        model.merge_scales([level, level])
+
+
+def test_training_tasks_come_from_the_registry(renamed):
+    assert TASKS[GoodPoint] is GoodPointTask and MDNetTask in TASKS.values()
+    for name in MODELS:
+        task = make_task(merge(DEFAULTS, {"model": {"name": name}}))
+        assert task.channels == build_model(name).in_channels
+    assert isinstance(make_task(merge(DEFAULTS, {"model": {"name": renamed}})), GoodPointTask)  # inherited
+
+
+def test_a_model_without_a_task_is_refused_by_name(monkeypatch):
+    class Untrainable(BaseModel):
+        name = "untrainable"
+
+    monkeypatch.setitem(MODELS, "untrainable", (Untrainable, {}))
+    with pytest.raises(KeyError, match="no training task registered for model 'untrainable'"):
+        make_task(merge(DEFAULTS, {"model": {"name": "untrainable"}}))
+
+
+def test_cli_offers_every_front_end_make_extractor_takes():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    _add_model_args(p)
+    choices = next(a.choices for a in p._actions if a.dest == "model")
+    assert set(choices) == set(MODELS) | set(CLASSICAL) == set(FRONT_ENDS)
+    assert p.parse_args(["--model", "akaze"]).model == "akaze"
