@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
+from goodpoint_ros.launch_logic import apply_fastdds_profile
 
 apply_fastdds_profile()
 

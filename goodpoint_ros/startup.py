@@ -7,9 +7,7 @@ with exit code 2, instead of a traceback from deep inside torch after half the n
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 # The API floor of the code, not a tested version: torch.load(weights_only=True) (checkpoint.py)
@@ -95,14 +93,3 @@ def backend_problem(backend: str) -> str | None:
     if backend in ("onnxruntime", "onnx", "ort") and importlib.util.find_spec("onnxruntime") is None:
         return f"'{backend}' needs the onnxruntime package (pip install onnxruntime, or onnxruntime-gpu)"
     return None
-
-
-def accepts_keyword(fn: Callable, name: str) -> bool:
-    """Whether ``fn`` names keyword ``name`` in its signature (a bare ``**kwargs`` does not count:
-    make_extractor forwards those to backends that may refuse them)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    p = params.get(name)
-    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)

@@ -14,7 +14,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.ros.extractor_node import PARAMETERS, apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.params import PARAMS  # noqa: E402
 
 apply_fastdds_profile()  # before any participant exists in this process (collection time)
 
@@ -233,9 +234,9 @@ def test_params_file_lists_every_parameter():
 
     conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "extractor.yaml").read_text())
     values = conf["/**"]["ros__parameters"]
-    assert set(values) == set(PARAMETERS)
-    for name, (default, _) in PARAMETERS.items():
-        assert type(values[name]) is type(default) and values[name] == default, name
+    assert set(values) == {prm.name for prm in PARAMS}
+    for prm in PARAMS:
+        assert type(values[prm.name]) is type(prm.default) and values[prm.name] == prm.default, prm.name
 
 
 LISTENER = """

@@ -53,7 +53,7 @@ def test_three_inputs():
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.ros.extractor_node import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 

@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.ros.extractor_node import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from goodpoint_ros.startup import (
     StartupError,
-    accepts_keyword,
     backend_problem,
     device_problem,
     one_line,
@@ -49,13 +48,3 @@ def test_device_and_backend_problems():
         assert "CUDA is not available" in device_problem("cuda:0")
     assert backend_problem("torch") is None
     assert (backend_problem("onnx") is None) == (importlib.util.find_spec("onnxruntime") is not None)
-
-
-def test_accepts_keyword_needs_a_named_parameter():
-    def named(a, *, precision="auto"):
-        return a
-
-    def forwards(a, **kwargs):
-        return a
-
-    assert accepts_keyword(named, "precision") and not accepts_keyword(forwards, "precision")

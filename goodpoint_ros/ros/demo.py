@@ -30,10 +30,10 @@ from goodpoint_ros.classical import CLASSICAL
 from goodpoint_ros.drawing import demo_picture
 from goodpoint_ros.extractor import numpy_to_features
 from goodpoint_ros.frames import match_frames
+from goodpoint_ros.launch_logic import apply_fastdds_profile
 from goodpoint_ros.layout import read_keypoints, read_matches
 from goodpoint_ros.models import DEFAULT_MODEL
 from goodpoint_ros.ros.conversions import decode_image
-from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
 
 
 def _console(name: str) -> list[str]:

@@ -32,15 +32,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from goodpoint_ros.accounting import StampGaps, TimeWindow
 from goodpoint_ros.drawing import draw_debug
 from goodpoint_ros.image_codec import check_message
-from goodpoint_ros.launch_logic import PROFILE_ENV, apply_fastdds_profile, fastdds_profile_path  # noqa: F401
+from goodpoint_ros.launch_logic import apply_fastdds_profile
 from goodpoint_ros.odometry import Calibration
-from goodpoint_ros.params import DYNAMIC, PARAMS, TABLE, first_problem
-from goodpoint_ros.params import VERIFY_METHODS as VERIFY_METHODS
+from goodpoint_ros.params import DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 from goodpoint_ros.ros.conversions import (
     ImageDecodeError,
@@ -53,7 +52,6 @@ from goodpoint_ros.ros.conversions import (
 from goodpoint_ros.ros.vo import OdometryPublisher
 from goodpoint_ros.startup import (
     StartupError,
-    accepts_keyword,
     backend_problem,
     device_problem,
     one_line,
@@ -73,12 +71,6 @@ except ImportError:  # pragma: no cover - Humble
         from rclpy.qos_event import SubscriptionEventCallbacks
     except ImportError:
         SubscriptionEventCallbacks = None
-
-# The Fast DDS profile rule (apply_fastdds_profile, re-exported above for the console scripts and
-# tests that import it from here) lives in launch_logic, shared with the launch file.
-# The table lives in goodpoint_ros/params.py; these views keep older callers working.
-PARAMETERS: dict[str, tuple[Any, str]] = {p.name: (p.default, p.description) for p in PARAMS}
-RUNTIME = DYNAMIC
 
 
 def stamp_ns(header: Any) -> int:
@@ -149,7 +141,7 @@ class ExtractorNode(Node):
 
         self._lock = threading.Lock()  # the input slot and counters
         self._model_lock = threading.Lock()  # parameters and the model's detection config
-        self._slot: tuple[Any, float] | None = None
+        self._slot: tuple[Any, float, Calibration] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.received = 0  # frames (or synchronised sets) stored in the slot
@@ -173,8 +165,8 @@ class ExtractorNode(Node):
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_kpts = self.create_publisher(type(self._cloud_type()), "~/keypoints", out_qos)
-        self.pub_matches = self.create_publisher(type(self._cloud_type()), "~/matches", out_qos)
+        self.pub_kpts = self.create_publisher(PointCloud2, "~/keypoints", out_qos)
+        self.pub_matches = self.create_publisher(PointCloud2, "~/matches", out_qos)
         self.pub_debug = self.create_publisher(Image, "~/debug_image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
         self.vo = OdometryPublisher(self, p, out_qos)
@@ -185,8 +177,8 @@ class ExtractorNode(Node):
             extract_lock=self._model_lock,  # a detection change lands between frames, never during one
         )  # fmt: skip
         if self.mode == "stereo":
-            self.pub_right = self.create_publisher(type(self._cloud_type()), "~/right/keypoints", out_qos)
-            self.pub_stereo = self.create_publisher(type(self._cloud_type()), "~/stereo_matches", out_qos)
+            self.pub_right = self.create_publisher(PointCloud2, "~/right/keypoints", out_qos)
+            self.pub_stereo = self.create_publisher(PointCloud2, "~/stereo_matches", out_qos)
 
         img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
         self.sync: ApproxTimeSync | None = None
@@ -294,12 +286,6 @@ class ExtractorNode(Node):
         resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Humble; else remap <name>/compressed
         return resolve(name) + suffix if resolve is not None else name + suffix
 
-    @staticmethod
-    def _cloud_type():
-        from sensor_msgs.msg import PointCloud2
-
-        return PointCloud2()
-
     # --- parameters -------------------------------------------------------------------------
     def _declare_parameters(self) -> dict[str, Any]:
         """Declare every parameter of the table, typed; return the values, all checked."""
@@ -317,14 +303,12 @@ class ExtractorNode(Node):
 
     def _make_extractor(self, p: dict[str, Any]) -> Any:
         """The front end for ``p``; every failure becomes one StartupError naming the parameter."""
-        from goodpoint_ros.params import MODEL_CHOICES
-
         problem = torch_problem()
         if problem:
             raise StartupError(None, problem)
         from goodpoint_ros.backends import make_extractor
 
-        learned = p["model"] not in ("orb", "akaze", "sift")
+        learned = p["model"] not in ("orb", "akaze", "sift")  # classical.CLASSICAL (imports torch)
         for name, problem in (
             ("backend", backend_problem(p["backend"]) if learned else None),
             ("device", device_problem(p["device"], p["backend"]) if learned else None),
@@ -332,23 +316,15 @@ class ExtractorNode(Node):
         ):
             if problem:
                 raise StartupError(name, problem)
-        kwargs = {}
-        if accepts_keyword(make_extractor, "precision"):
-            kwargs["precision"] = p["precision"]
-        elif p["precision"] != "auto":  # make_extractor without a precision option (older core)
-            log = self.get_logger()
-            (log.warning if hasattr(log, "warning") else log.warn)(
-                f"precision '{p['precision']}' ignored: this build's backends have no precision option"
-            )
         try:
-            return make_extractor(p["backend"], p["model"], p["weights"], p["device"], None, **kwargs)
+            return make_extractor(p["backend"], p["model"], p["weights"], p["device"], None, precision=p["precision"])
         except Exception as e:  # unreadable weights, the other model's weights, a backend failure
             blame = "weights" if p["weights"] not in ("default", "random") else "model"
             blame = "backend" if blame == "model" and p["backend"] != "torch" else blame
             raise StartupError(blame, one_line(e)) from None
 
     def _apply_detection(self, p: dict) -> None:
-        keys = getattr(getattr(self.extractor, "model", None), "detection_keys", ("max_keypoints",))
+        keys = self.extractor.detection_keys
         conf = {"max_keypoints": int(p["max_keypoints"])}
         if float(p["detection_threshold"]) >= 0:
             conf["detection_threshold"] = float(p["detection_threshold"])

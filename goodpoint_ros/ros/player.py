@@ -16,6 +16,7 @@ import numpy as np
 
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import sample_photo
+from goodpoint_ros.launch_logic import apply_fastdds_profile
 from goodpoint_ros.ros.conversions import numpy_to_image
 
 
@@ -77,8 +78,6 @@ def main(argv: list[str] | None = None) -> None:
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
-
-    from goodpoint_ros.ros.extractor_node import apply_fastdds_profile
 
     args = parse_args(argv)
     apply_fastdds_profile()  # before rclpy.init creates the participant
