@@ -8,9 +8,10 @@ from collections.abc import Iterable
 
 import torch
 
+from goodpoint_ros.params import PRECISIONS  # the one list: the node parameter's choices
+
 log = logging.getLogger("goodpoint_ros.precision")
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 # /proc/cpuinfo flags of x86 CPUs whose bf16 matrix units make torch's bf16 autocast fast:
 # AVX-512 BF16 (AMD Zen 4+, Intel Cooper Lake+) and AMX (Intel Sapphire Rapids+).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
