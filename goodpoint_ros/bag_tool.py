@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from goodpoint_ros.image_codec import ImageDecodeError, decode_image
 from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
 from goodpoint_ros.params import DEFAULTS  # the node's parameter table: one source of defaults
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--max-pixels",
         type=int,
-        default=DEFAULTS.get("max_pixels", DEFAULT_MAX_PIXELS),
+        default=DEFAULTS["max_pixels"],
         help="skip images whose header declares more pixels, before decoding (0: no limit)",
     )
     return ap.parse_args(argv)
