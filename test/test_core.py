@@ -177,8 +177,8 @@ def test_prepare_image_accepts_any_input():
 @pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
 def test_extraction_contract_on_a_real_photo(photo, name):
     conf = {"max_keypoints": 200, "detection_threshold": 0.0}
-    # fp32: the batched-equals-single check below is about exactness (auto may pick bf16 here,
-    # whose batched kernels round differently; test_precision covers bf16's parity)
+    # fp32: the batched-vs-single check below has fp32 margins (auto may pick bf16 here, whose
+    # batched kernels round differently; test_precision covers bf16's parity)
     ex = TorchExtractor(name, weights="random", device="cpu", conf=conf, precision="fp32")
     img = photo[:237, :311]  # odd size
     f = ex.extract_numpy(img)

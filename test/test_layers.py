@@ -60,3 +60,17 @@ def test_no_import_cycle_among_the_package_modules():
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+def test_the_package_modules_import_each_other_at_the_top():
+    """docs/architecture.md: an import inside a function is for an optional heavy dependency, never
+    for one of the package's own modules; the one exception is the node importing the backends
+    after its torch version check."""
+    allowed = {("goodpoint_ros.ros.extractor_node", "goodpoint_ros.backends")}
+    late = {
+        (name, m)
+        for name, path in _modules().items()
+        for m, top in _imports(path)
+        if not top and m.split(".")[0] == "goodpoint_ros" and m in _modules()
+    }
+    assert late <= allowed, sorted(late - allowed)

@@ -306,6 +306,7 @@ class ExtractorNode(Node):
         problem = torch_problem()
         if problem:
             raise StartupError(None, problem)
+        # after the version check: an old torch is one line, not an ImportError (architecture.md)
         from goodpoint_ros.backends import make_extractor
 
         learned = p["model"] not in ("orb", "akaze", "sift")  # classical.CLASSICAL (imports torch)
