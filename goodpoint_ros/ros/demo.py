@@ -25,10 +25,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
-from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL
 from goodpoint_ros.drawing import demo_picture
 from goodpoint_ros.extractor import numpy_to_features
+from goodpoint_ros.features import FEATURE_KEYS
 from goodpoint_ros.frames import match_frames
 from goodpoint_ros.launch_logic import apply_fastdds_profile
 from goodpoint_ros.layout import read_keypoints, read_matches
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Live demo: extractor node + virtual camera over a real photo.")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="goodpoint | goodpoint_small | mdnet | mdnet_small | orb")
     ap.add_argument(
-        "--weights", default="default", help="default (shipped; random with a warning if none) | random | path"
+        "--weights", default="default", help="default (the shipped weights; refused where none ship) | random | path"
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--photo", default="astronaut", help="scikit-image photo the camera moves over")
@@ -66,9 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--min-track", type=int, default=5, help="shortest track drawn, in frames")
     ap.add_argument("--pair-gap", type=float, default=0.5, help="seconds between the two matched frames drawn")
     return ap.parse_args(argv)
-
-
-FEATURE_KEYS = ("keypoints", "scores", "descriptors", "detector")
 
 
 def pick_pair(stamps: list[int], with_image: set[int], gap: float) -> tuple[int, int] | None:
@@ -224,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
     d = state["diag"]
-    trained = args.model in CLASSICAL or (args.weights == "default" and shipped_weights(args.model).is_file())
     m, i = np.asarray(match_counts), np.asarray(inlier_counts)
     lat = np.asarray(e2e)
     print("\nsummary")
@@ -239,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = None
     if history:
         fps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-6) if len(arrivals) > 2 else 0.0
-        weights = {"default": "shipped weights" if trained else "random weights", "random": "random weights"}
+        weights = {"default": "shipped weights", "random": "random weights"}
         weights_label = "OpenCV" if args.model in CLASSICAL else weights.get(args.weights, Path(args.weights).name)
         text = [
             f"{args.model} ({weights_label}) on {d.get('device', args.device)}",
@@ -257,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  matches {shown[1]}")
         print(f"  tracks over the last {len(history)} frames: {int((counts >= args.min_track).sum())} of length "
               f">= {args.min_track}, longest {counts.max()}; picture: {out}")  # fmt: skip
-    if args.weights in ("default", "random") and not trained:
-        print(f"  note: '{args.model}' ran with random weights (no trained weights ship yet): expect few matches")
+    if args.weights == "random" and args.model not in CLASSICAL:
+        print(f"  note: '{args.model}' ran with random weights (an untrained network): expect few matches")
     if state["kp"] == 0:
         print("error: no keypoints arrived", file=sys.stderr)
         code = code or 1
