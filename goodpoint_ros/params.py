@@ -92,7 +92,7 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "weights",
         "default",
-        "default (shipped, else random with a warning) | random | a .pt path",
+        "default (the shipped weights; refused if none ship) | random | a .pt path",
         doc="default = the weights shipped for `model` (refused in one line if none ship),\n"
         "random, a shipped model name, or a path to a goodpoint_ros checkpoint (.pt, loaded as data only).",
     ),
