@@ -287,14 +287,8 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
     depth_mm = np.full(photo.shape[:2], 1500, np.uint16)
 
     def valid(depth=depth_mm):
-        stamp = img_stream.next()
+        stamp = _rgbd_pair(probe, (img_pub, depth_pub), img_stream, jpeg, depth)
         depth_stream.i = img_stream.i
-        c = CompressedImage(format="jpeg", data=array.array("B", jpeg))
-        c.header.stamp = stamp
-        d = numpy_to_image(depth, "16UC1" if depth.dtype == np.uint16 else "32FC1")
-        d.header.stamp = stamp
-        img_pub.publish(c)
-        depth_pub.publish(d)
         assert _answered(probe, stamp), "valid RGB-D frame not answered"
 
     for _ in range(3):  # warm: the model's working memory is in the peak before the bombs
