@@ -8,7 +8,7 @@ MD-Net-like methods (several detector sets) are evaluated with per-set matching 
 with full matching, and the matching time ratio and MMA difference are reported.
 
     goodpoint-eval --photos data/photos/heldout --pairs 20 \
-        --methods goodpoint mdnet_small:runs/x/best.pt orb akaze sift --output-dir out/eval
+        --methods goodpoint_small mdnet_small:runs/x/best.pt orb akaze sift --output-dir out/eval
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=["goodpoint", "goodpoint_small", "mdnet_small", "orb", "akaze", "sift"],
+        default=["goodpoint_small", "mdnet_small", "orb", "akaze", "sift"],  # the models with trained weights
         help="model[:weights][,key=value...] (goodpoint, goodpoint_small, mdnet, mdnet_small; weights: a path "
         "or 'random'; keys: detection parameters, e.g. mdnet_small,detection_threshold=0.5, and precision="
         "fp32|bf16|fp16|int8|auto (default fp32; int8 runs in onnxruntime), backend=torch|onnxruntime) "
