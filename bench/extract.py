@@ -47,23 +47,13 @@ from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, resolve_precision
 from goodpoint_ros.features import pad_to_multiple, prepare_image, run_network, to_numpy
-from goodpoint_ros.images import sample_photo
+from goodpoint_ros.images import parse_size, sample_photo
 from goodpoint_ros.matching import match_mnn, match_per_set
 
 MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
 # What each backend runs on a CPU: the torch backend autocasts, onnxruntime quantises.
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "int8")}
 XFEAT_WEIGHTS = Path.home() / ".cache" / "goodpoint_ros" / "xfeat" / "xfeat.pt"
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT") from None
-    if w < 32 or h < 32:
-        raise argparse.ArgumentTypeError(f"size '{text}' is too small (at least 32x32)")
-    return w, h
 
 
 def _median_ms(values: list[float]) -> float:
@@ -302,7 +292,13 @@ def render(report: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Extraction and matching speed: our models vs OpenCV.")
-    p.add_argument("--sizes", nargs="+", type=_size, default=[(320, 240), (640, 480)], help="WIDTHxHEIGHT ...")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=lambda t: parse_size(t, 32),
+        default=[(320, 240), (640, 480)],
+        help="WIDTHxHEIGHT ...",
+    )
     p.add_argument("--repeat", type=int, default=2, help="timed passes over the images (after one warm-up)")
     p.add_argument("--images", nargs="+", default=["astronaut", "coffee"], help="scikit-image photos")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)

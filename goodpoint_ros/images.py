@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,18 @@ from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, deco
 
 class ImageReadError(RuntimeError):
     pass
+
+
+def parse_size(text: str, minimum: int = 16) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. ``640x480``) as (width, height); an ``argparse`` type, so a bad value
+    is one usage line."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT (e.g. 640x480)") from None
+    if w < minimum or h < minimum:
+        raise argparse.ArgumentTypeError(f"'{text}': width and height must be at least {minimum}")
+    return w, h
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -31,7 +31,7 @@ from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import ImageReadError
+from goodpoint_ros.images import ImageReadError, parse_size
 from goodpoint_ros.images import read_image as _read_limited
 from goodpoint_ros.models import MODELS
 
@@ -333,16 +333,6 @@ def _json_safe(x):
     return x
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT (e.g. 640x480)") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"'{text}': width and height must be at least 16")
-    return w, h
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="goodpoint-eval", description="Evaluate keypoint methods on homography pairs.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -364,7 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-side", type=int, default=640, help="downscale images to this longer side (0: never)")
     p.add_argument(
         "--size",
-        type=_size,
+        type=parse_size,
         default=None,
         metavar="WxH",
         help="generated pairs: fit every photo to exactly this resolution (cover + centre crop), e.g. 640x480; "
