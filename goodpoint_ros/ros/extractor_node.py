@@ -36,19 +36,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from goodpoint_ros.accounting import StampGaps, TimeWindow
 from goodpoint_ros.drawing import draw_debug
-from goodpoint_ros.image_codec import check_message
+from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image, depth_to_meters
 from goodpoint_ros.launch_logic import apply_fastdds_profile
 from goodpoint_ros.odometry import Calibration
 from goodpoint_ros.params import DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
-from goodpoint_ros.ros.conversions import (
-    ImageDecodeError,
-    decode_image,
-    depth_to_meters,
-    keypoints_to_cloud,
-    matches_to_cloud,
-    numpy_to_image,
-)
+from goodpoint_ros.ros.conversions import keypoints_to_cloud, matches_to_cloud, numpy_to_image
 from goodpoint_ros.ros.vo import OdometryPublisher
 from goodpoint_ros.startup import (
     StartupError,
