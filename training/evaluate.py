@@ -31,8 +31,7 @@ from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import ImageReadError, parse_size
-from goodpoint_ros.images import read_image as _read_limited
+from goodpoint_ros.images import ImageReadError, parse_size, read_image
 from goodpoint_ros.models import MODELS
 
 from .augment import photometric, sample_homography, warp_mask
@@ -41,10 +40,9 @@ from .metrics import evaluate_pair, summarize
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Evaluation photos are local files, often wallpapers above 4K, downscaled by ``--max-side``
-    right after reading: no pixel limit here (the node, CLI, training and bag tool keep theirs)."""
-    return _read_limited(path, max_pixels=None)
+# Evaluation photos are local files, often wallpapers above 4K, downscaled by ``--max-side`` right
+# after reading: read without a pixel limit (the node, CLI, training and bag tool keep theirs).
+NO_PIXEL_LIMIT = None
 
 
 class EvalError(RuntimeError):
@@ -102,7 +100,7 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
         raise EvalError(f"{root}: no HPatches sequence folders (with 1.ppm and H_1_k files) found")
     n = 0
     for seq in seqs:
-        im0, S0 = _scale(_to_uint8(read_image(seq / "1.ppm")), max_side)
+        im0, S0 = _scale(_to_uint8(read_image(seq / "1.ppm", NO_PIXEL_LIMIT)), max_side)
         for k in range(2, 7):
             hfile, ifile = seq / f"H_1_{k}", seq / f"{k}.ppm"
             if not (hfile.is_file() and ifile.is_file()):
@@ -111,7 +109,7 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
                 H = np.loadtxt(hfile, dtype=np.float64).reshape(3, 3)
             except ValueError as exc:
                 raise EvalError(f"{hfile}: not a 3x3 homography ({exc})") from exc
-            im1, S1 = _scale(_to_uint8(read_image(ifile)), max_side)
+            im1, S1 = _scale(_to_uint8(read_image(ifile, NO_PIXEL_LIMIT)), max_side)
             yield Pair(f"{seq.name}/1-{k}", im0, im1, S1 @ H @ np.linalg.inv(S0))
             n += 1
             if limit and n >= limit:
@@ -135,7 +133,7 @@ def generated_pairs(
         raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
     for i in range(count):
         path = files[i % len(files)]
-        im0 = _to_uint8(read_image(path))
+        im0 = _to_uint8(read_image(path, NO_PIXEL_LIMIT))
         im0 = _fit(im0, size) if size else _scale(im0, max_side)[0]
         h, w = im0.shape[:2]
         rng = np.random.default_rng([seed, i])
