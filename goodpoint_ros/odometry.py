@@ -463,7 +463,8 @@ class StreamOdometry:
         self.restart()
 
     def restart(self) -> None:
-        """Time went backwards (bag loop): a new trajectory from the identity."""
+        """A new trajectory from the identity: time went backwards (a bag loop), or matching resumed
+        after frames without it (``pipeline.FramePipeline.step``)."""
         self.vo: VisualOdometry | None = None
         self._vo_key: tuple | None = None
         self._prev: tuple[int, np.ndarray, np.ndarray] | None = None  # tracks: stamp ns, ids, normalised
