@@ -142,10 +142,7 @@ def main() -> None:
     photo = sample_photo("astronaut")
     for k, size in enumerate(args.sizes):
         w, h = (int(v) for v in size.split("x"))
-        node = NodeProcess(args.domain + k, {"model": args.model, "weights": args.weights, "device": args.device,
-                                             "max_keypoints": 1000, "publish_debug_image": False},
-                           {"image": "/bench/image"})  # fmt: skip
-        probe = Probe(args.domain + k)
+        node, probe = start_node(args, args.domain + k)
         try:
             probe.wait_ready(node)
             pub = probe.publisher("/bench/image", best_effort=True)
@@ -181,16 +178,20 @@ def main() -> None:
     out.write_text(json.dumps({"model": args.model, "device": args.device, "rows": rows}, indent=1))
 
 
+def start_node(args: argparse.Namespace, domain: int) -> tuple[NodeProcess, Probe]:
+    """The node under test in its own process on ``domain`` (input /bench/image), and a probe."""
+    params = {"model": args.model, "weights": args.weights, "device": args.device,
+              "max_keypoints": 1000, "publish_debug_image": False}  # fmt: skip
+    return NodeProcess(domain, params, {"image": "/bench/image"}), Probe(domain)
+
+
 def main_accounting(args: argparse.Namespace) -> None:
     """Published vs received + lost before the callback (+ malformed), per size."""
     rows = []
     photo = sample_photo("astronaut")
     for k, size in enumerate(args.sizes):
         w, h = (int(v) for v in size.split("x"))
-        node = NodeProcess(args.domain + k, {"model": args.model, "weights": args.weights, "device": args.device,
-                                             "max_keypoints": 1000, "publish_debug_image": False},
-                           {"image": "/bench/image"})  # fmt: skip
-        probe = Probe(args.domain + k)
+        node, probe = start_node(args, args.domain + k)
         load: list = []
         try:
             probe.wait_ready(node)
