@@ -106,8 +106,3 @@ class ClassicalExtractor:
 
     def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         return [self.extract(im) for im in images]
-
-
-def orb_features(image: np.ndarray, max_keypoints: int = 1000) -> dict[str, np.ndarray]:
-    """ORB features of one image as numpy (the project's one ORB configuration)."""
-    return ClassicalExtractor("orb", max_keypoints).extract_numpy(image)

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from goodpoint_ros.classical import orb_features
+from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.image_codec import depth_array_to_meters
 from goodpoint_ros.matching import match_features
 from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection
 from goodpoint_ros.synthetic import _rot, camera_info_p, render_sequence
 
 BASELINE = 0.3
+ORB = make_extractor(model="orb")  # the weight-free front end, 1000 keypoints
 
 
 def _pose(t, yaw_deg=0.0, pitch_deg=0.0):
@@ -39,8 +40,8 @@ def pair():
     """Two views 0.21 m and 4 degrees apart, with a stereo partner each."""
     poses = np.stack([_pose((0.2, 0.1, -0.5)), _pose((0.35, 0.12, -0.35), 4.0, 1.0)])
     seq = render_sequence(poses=poses, baseline=BASELINE)
-    left = [orb_features(f.rgb) for f in seq.frames]
-    right = [orb_features(f.rgb) for f in seq.right]
+    left = [ORB.extract_numpy(f.rgb) for f in seq.frames]
+    right = [ORB.extract_numpy(f.rgb) for f in seq.right]
     return seq, left, right, np.linalg.inv(poses[0]) @ poses[1]
 
 
@@ -112,7 +113,7 @@ def test_recovers_after_tracking_loss():
     for i, fr in enumerate(seq.frames):
         rgb = np.zeros_like(fr.rgb) if i in blank else fr.rgb
         depth = np.zeros_like(fr.depth) if i in blank else fr.depth
-        feats = orb_features(rgb)
+        feats = ORB.extract_numpy(rgb)
         m = None if prev is None else _match(prev, feats)
         results.append(vo.update(feats["keypoints"], matches=m, depth=depth))
         prev = feats
