@@ -578,11 +578,6 @@ def collect_source(source: Source, cache: Path) -> tuple[list[Candidate], Packag
     return cands, info
 
 
-def collect_package(package: str, cache: Path) -> list[Candidate]:
-    """Candidates of a Debian package (the reviewed ``SOURCES`` entry if there is one)."""
-    return collect_source(SOURCE_BY_NAME.get(package, Source(package)), cache)[0]
-
-
 def collect_skimage() -> tuple[list[Candidate], PackageInfo]:
     import skimage
     import skimage.data
