@@ -100,3 +100,22 @@ class TimeWindow:
         """The ``q``-th percentile of the window's values; 0.0 when it is empty."""
         v = self.values(now)
         return float(np.percentile(v, q)) if len(v) else 0.0
+
+
+class RateCounter:
+    """Events per second over a sliding window (for diagnostics)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        self.times.append(time.monotonic() if now is None else now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self.times and self.times[0] < now - self.window:
+            self.times.popleft()
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import array
 import struct
+import time
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.accounting import StampGaps, TimeWindow
+from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image
 from goodpoint_ros.odometry import Calibration
@@ -110,3 +111,16 @@ def test_matching_resumed_after_an_idle_spell_starts_a_new_trajectory():
     assert back.odometry.dt == 0.0  # the first estimate of a new trajectory
     after = pipe.step([seq.frames[4].rgb], stamps[4], calib)
     assert not after.resumed
+
+
+def test_rate_counter_counts_events_per_second_in_its_window():
+    r = RateCounter(window=5.0)
+    assert r.rate() == 0.0
+    now = time.monotonic()
+    for i in range(11):  # 10 intervals of 0.1 s
+        r.tick(now - 1.0 + 0.1 * i)
+    assert r.rate() == pytest.approx(10.0, rel=1e-6)
+    old = RateCounter(window=0.5)  # the same ticks, but all older than its window
+    for i in range(11):
+        old.tick(now - 2.0 + 0.1 * i)
+    assert old.rate() == 0.0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from goodpoint_ros.accounting import StampGaps, TimeWindow
+from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.drawing import draw_debug
 from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image, depth_to_meters
 from goodpoint_ros.launch_logic import apply_fastdds_profile
@@ -78,25 +77,6 @@ def match_settings(p: dict[str, Any]) -> MatchSettings:
         str(p["verification_method"]),
         float(p["verification_threshold"]),
     )
-
-
-class RateCounter:
-    """Events per second over a sliding window (for diagnostics)."""
-
-    def __init__(self, window: float = 5.0) -> None:
-        self.window = window
-        self.times: deque[float] = deque()
-
-    def tick(self, now: float | None = None) -> None:
-        self.times.append(time.monotonic() if now is None else now)
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        while self.times and self.times[0] < now - self.window:
-            self.times.popleft()
-        if len(self.times) < 2:
-            return 0.0
-        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
 
 
 def descriptor_for(prm: Any) -> ParameterDescriptor:
