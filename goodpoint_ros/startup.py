@@ -88,6 +88,13 @@ def weights_problem(weights: str, model_names: tuple[str, ...] = ()) -> str | No
     return None
 
 
+def precision_problem(precision: str, backend: str) -> str | None:
+    """A precision the chosen backend does not run (int8 is onnxruntime's quantised graph)."""
+    if str(precision).lower() == "int8" and str(backend).lower() == "torch":
+        return "int8 runs in the onnxruntime backend (set backend to onnxruntime, or another precision)"
+    return None
+
+
 def backend_problem(backend: str) -> str | None:
     """The onnxruntime backend without the onnxruntime package."""
     if backend in ("onnxruntime", "onnx", "ort") and importlib.util.find_spec("onnxruntime") is None:

@@ -48,6 +48,7 @@ def bad_weights(tmp_path_factory):
         (["-p", "qos:=fast"], "qos", "not one of"),
         (["-p", "detection_threshold:=abc"], "detection_threshold", "DOUBLE"),
         (["-p", "device:=cuda"], "device", "CUDA is not available"),
+        (["-p", "precision:=int8"], "precision", "onnxruntime backend"),
         (["-p", "weights:=/no/such/file.pt"], "weights", "no such file"),
         (["-p", "weights:={d}/empty.pt"], "weights", "empty"),
         (["-p", "weights:={d}/random.pt"], "weights", "random.pt"),

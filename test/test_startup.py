@@ -7,6 +7,7 @@ from goodpoint_ros.startup import (
     backend_problem,
     device_problem,
     one_line,
+    precision_problem,
     weights_problem,
 )
 
@@ -48,3 +49,8 @@ def test_device_and_backend_problems():
         assert "CUDA is not available" in device_problem("cuda:0")
     assert backend_problem("torch") is None
     assert (backend_problem("onnx") is None) == (importlib.util.find_spec("onnxruntime") is not None)
+
+
+def test_int8_is_refused_for_the_torch_backend_only():
+    assert "onnxruntime" in precision_problem("int8", "torch")
+    assert precision_problem("int8", "onnxruntime") is None and precision_problem("bf16", "torch") is None

@@ -47,6 +47,7 @@ from goodpoint_ros.startup import (
     backend_problem,
     device_problem,
     one_line,
+    precision_problem,
     torch_problem,
     weights_problem,
 )
@@ -285,6 +286,7 @@ class ExtractorNode(Node):
         learned = p["model"] not in ("orb", "akaze", "sift")  # classical.CLASSICAL (imports torch)
         for name, problem in (
             ("backend", backend_problem(p["backend"]) if learned else None),
+            ("precision", precision_problem(p["precision"], p["backend"]) if learned else None),
             ("device", device_problem(p["device"], p["backend"]) if learned else None),
             ("weights", weights_problem(p["weights"], MODEL_CHOICES)),
         ):
