@@ -18,7 +18,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import ImageReadError, parse_size, read_image
@@ -191,20 +189,17 @@ class Method:
             if "int8_keep_float" in run:
                 keep = run["int8_keep_float"]
                 extra["int8_keep_float"] = () if keep == "none" else tuple(keep.split("+"))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "no trained weights ship": said in the label instead
-                self.impl = make_extractor(
-                    backend, self.name, weights or "default", device, fp16=False, precision=precision, **extra
-                )
+            self.impl = make_extractor(
+                backend, self.name, weights or "default", device, fp16=False, precision=precision, **extra
+            )
             if threshold is not None:
                 detection.setdefault("detection_threshold", threshold)
             try:
                 self.impl.set_detection(**{"max_keypoints": budget, **detection})
             except KeyError as exc:
                 raise EvalError(f"'{spec}': {exc.args[0]}") from exc
-            if not weights or weights in ("random", "none"):
-                if weights or not shipped_weights(self.name).is_file():
-                    self.spec = spec.replace(head, f"{name} (random weights)")
+            if weights in ("random", "none"):  # "default" without shipped weights was refused above
+                self.spec = spec.replace(head, f"{name} (random weights)")
 
     def extract(self, image: np.ndarray) -> tuple[dict, float]:
         """Features (numpy) and the wall time in ms (synchronised: results are on the host)."""

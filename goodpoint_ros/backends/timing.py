@@ -7,7 +7,6 @@ comes from ``make_extractor``: the same objects the node runs.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -52,9 +51,7 @@ def time_backend(
     torch.set_num_threads(threads)
     if backend in ("onnxruntime", "onnx", "ort"):
         kwargs.setdefault("num_threads", threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "no trained weights ship": random weights time the same
-        ex = make_extractor(backend, model, weights, "cpu", **kwargs)
+    ex = make_extractor(backend, model, weights, "cpu", **kwargs)
     ex.set_detection(max_keypoints=max_keypoints, detection_threshold=0.0)
     img = image if image is not None else test_image(height, width)
     for _ in range(warmup):
@@ -80,9 +77,7 @@ def time_torch_stages(
     """Torch CPU split: prepare (+pad), network, post-processing (NMS, borders, top-k, descriptor
     sampling, host copy). The target is post <= 10% of network."""
     torch.set_num_threads(threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ex = make_extractor("torch", model, "default", "cpu", fp16=False)
+    ex = make_extractor("torch", model, "default", "cpu", fp16=False)
     ex.set_detection(max_keypoints=max_keypoints, detection_threshold=0.0)
     m, img = ex.model, test_image(height, width)
     stages: dict[str, list[float]] = {"prepare": [], "network": [], "post": []}
