@@ -35,7 +35,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -73,11 +72,9 @@ def load_model_extractor(name: str, backend: str, threads: int, budget: int, pre
     """Extractor with the shipped weights if any (else random, threshold 0); None + reason if rejected."""
     trained = shipped_weights(name).is_file()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ex = make_extractor(
-                backend, name, "default" if trained else "random", "cpu", **backend_kwargs(backend, threads, precision)
-            )
+        ex = make_extractor(
+            backend, name, "default" if trained else "random", "cpu", **backend_kwargs(backend, threads, precision)
+        )
         ex.set_detection(max_keypoints=budget, **({} if trained else {"detection_threshold": 0.0}))
     except (ValueError, RuntimeError, ImportError, TypeError) as exc:
         return None, f"{exc}"

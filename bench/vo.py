@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +65,7 @@ def ate_rpe(est: np.ndarray, gt: np.ndarray, sim3: bool) -> tuple[float, float, 
 
 def feature_fn(method: str, device: str, max_keypoints: int, weights: str = "default"):
     """image -> numpy feature dict for ``method`` (goodpoint, mdnet, ... or orb)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ext = make_extractor(model=method, weights=weights, device=device)
-    for w in caught:
-        print(f"warning: {method}: {w.message}", file=sys.stderr)
+    ext = make_extractor(model=method, weights=weights, device=device)
     ext.set_detection(max_keypoints=max_keypoints)
     return lambda im: to_numpy(ext.extract(im))
 
