@@ -19,19 +19,19 @@ from goodpoint_ros.drawing import (
     track_polylines,
 )
 from goodpoint_ros.extractor import numpy_to_features
+from goodpoint_ros.features import FEATURE_KEYS
 from goodpoint_ros.frames import match_frames
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.images import sample_photo
 from goodpoint_ros.tracking import TrackIds
 
 FRAMES = 10  # 1 s of a 10 Hz camera
-KEYS = ("keypoints", "scores", "descriptors", "detector")
 
 
 def _match(f0: dict, f1: dict, ratio: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     m, _, inl = match_frames(
-        numpy_to_features({k: f0[k] for k in KEYS}),
-        numpy_to_features({k: f1[k] for k in KEYS}),
+        numpy_to_features({k: f0[k] for k in FEATURE_KEYS}),
+        numpy_to_features({k: f1[k] for k in FEATURE_KEYS}),
         f0["keypoints"],
         f1["keypoints"],
         ratio,
