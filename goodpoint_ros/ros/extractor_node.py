@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.drawing import draw_debug
 from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image, depth_to_meters
-from goodpoint_ros.launch_logic import apply_fastdds_profile
+from goodpoint_ros.launch_logic import NODE_NAME, apply_fastdds_profile
 from goodpoint_ros.odometry import Calibration
 from goodpoint_ros.params import DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
@@ -106,7 +106,7 @@ class ExtractorNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         self._started = time.monotonic()
-        super().__init__("goodpoint_extractor", **kwargs)
+        super().__init__(NODE_NAME, **kwargs)  # the launch file may rename it
         self.params = p = self._declare_parameters()  # StartupError names a bad one
         self.extractor = self._make_extractor(p)
         self._apply_detection(p)
