@@ -31,9 +31,15 @@ ORB_SETTINGS = {"nlevels": 2, "fastThreshold": 10}
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
+    """uint8 gray for OpenCV, scaled as the learned models read pixels (``features.prepare_image``):
+    uint16 over its full range, float images in [0, 1] (mono16 and 32FC1 cameras work the same)."""
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"OpenCV detectors need uint8 images, got {image.dtype}")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise TypeError(f"OpenCV detectors need uint8, uint16 or float images, got {image.dtype}")
     if image.ndim == 3:
         return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
     return image

@@ -4,6 +4,7 @@ weight-free ORB front end and the shipped goodpoint_small weights. Nothing is mo
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.extractor import Extractor
 from goodpoint_ros.features import FEATURE_KEYS, to_numpy
 from goodpoint_ros.frames import match_frames
+from goodpoint_ros.images import sample_photo
 from goodpoint_ros.odometry import Calibration, VisualOdometry
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 from goodpoint_ros.synthetic import camera_info_p, render_sequence
@@ -175,3 +177,12 @@ def test_every_front_end_from_make_extractor_is_one_extractor(seq, model):
     assert 0 < len(f["keypoints"]) <= 100 and f["keypoints"].dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(f["descriptors"], axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(to_numpy(many[1])["keypoints"], f["keypoints"])
+
+
+def test_classical_front_ends_read_16_bit_and_float_cameras_like_8_bit() -> None:
+    """mono16 and 32FC1 cameras reach ORB scaled as the learned models read them."""
+    gray = cv2.cvtColor(sample_photo("astronaut"), cv2.COLOR_RGB2GRAY)
+    ex = make_extractor("torch", "orb")
+    ref = ex.extract_numpy(gray)["keypoints"]
+    for image in (gray.astype(np.uint16) * 257, gray.astype(np.float32) / 255.0):
+        np.testing.assert_array_equal(ex.extract_numpy(image)["keypoints"], ref)
