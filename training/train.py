@@ -20,6 +20,7 @@ kill during a write left behind (``.checkpoint.pt.tmp-*``). Files get the usual 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import os
@@ -361,10 +362,19 @@ class Logger:
 
 
 class Stop:
-    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current step."""
+    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current step.
+
+    Inside ``step()`` (forward, backward, optimiser, step counter) nothing may raise: an
+    exception there would leave the weights updated but the step not counted (or batch-norm
+    statistics moved), and the checkpoint saved on the way out would no longer resume exactly.
+    So a second Ctrl-C, and the DataLoader's SIGCHLD handler (which raises in the main thread when
+    a worker died, wherever it is), are held until the step is complete."""
 
     def __init__(self) -> None:
         self.flag = False
+        self.busy = False
+        self.abort = False
+        self.held: list = []
         self.old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -373,9 +383,33 @@ class Stop:
                 pass
 
     def handle(self, signum, frame) -> None:
-        if self.flag and signum == signal.SIGINT:  # second Ctrl-C: give up immediately
+        if self.flag and signum == signal.SIGINT:  # second Ctrl-C: give up (after this step)
+            if self.busy:
+                self.abort = True
+                return
             raise KeyboardInterrupt
         self.flag = True
+
+    @contextlib.contextmanager
+    def step(self):
+        loader_handler = signal.getsignal(signal.SIGCHLD) if self.old else None
+        if callable(loader_handler):
+            signal.signal(signal.SIGCHLD, lambda signum, frame: self.held.append(loader_handler))
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+            if callable(loader_handler):
+                signal.signal(signal.SIGCHLD, loader_handler)
+
+    def deliver(self) -> None:
+        """Between steps (after the last one was logged and saved): act on what ``step`` held."""
+        held, self.held = self.held, []
+        for handler in held[:1]:
+            handler(signal.SIGCHLD, None)  # raises if a loader worker died
+        if self.abort:
+            raise KeyboardInterrupt
 
     def restore(self) -> None:
         for sig, h in self.old.items():
@@ -557,21 +591,24 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
         if resume is not None:  # last: nothing may draw from the RNGs between here and the step
             set_rng_state(resume["rng"])
         while step < int(t["steps"]):
+            stop.deliver()
             batch = next(it)
             rng_before = rng_state()  # a crash inside the step saves the state it started from
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, terms = task.loss(net, batch, step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-            opt.step()
-            sched.step()
-            step += 1
-            rng_before = None  # the step is complete: a later failure saves the current RNG state
+            with stop.step():  # signals wait until the step is whole (see Stop)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss, terms = task.loss(net, batch, step)
+                if not torch.isfinite(loss):
+                    terms_now = {k: float(v) for k, v in terms.items()}
+                    raise FloatingPointError(f"non-finite loss at step {step}: {terms_now}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if t["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
+                opt.step()
+                sched.step()
+                step += 1
+                rng_before = None  # the step is complete: a later failure saves the current RNG state
             last = {k: float(v) for k, v in terms.items()}
             for k, v in last.items():
                 sums[k] = sums.get(k, 0.0) + v
