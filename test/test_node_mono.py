@@ -102,12 +102,17 @@ def test_every_output_arrives_with_input_stamp_fields_and_valid_matches(running,
     n_diag = len(probe.diagnostics)
     assert probe.spin_until(lambda: len(probe.diagnostics) > n_diag + 1, 10)
     # a diagnostics message may predate the last frames' callbacks on a loaded CPU: wait for it
-    probe.spin_until(lambda: _latest_diag(probe, "received") >= N_FRAMES, 10)
+    arrived = lambda: _latest_diag(probe, "received") + _latest_diag(probe, "lost_stamp_gaps")  # noqa: E731
+    probe.spin_until(lambda: arrived() >= N_FRAMES, 10)
+    done = lambda: _latest_diag(probe, "processed") + _latest_diag(probe, "dropped")  # noqa: E731
+    probe.spin_until(lambda: done() >= _latest_diag(probe, "received"), 10)  # the last frame may be in the model
     probe.spin(0.5)
     processed, dropped = _latest_diag(probe, "processed"), _latest_diag(probe, "dropped")
-    received = _latest_diag(probe, "received")
-    assert received == N_FRAMES  # reliable input: every frame reached the node
-    assert processed + dropped == N_FRAMES
+    received, lost = _latest_diag(probe, "received"), _latest_diag(probe, "lost_stamp_gaps")
+    # Reliable input still keeps only the last 10 messages per side (KEEP_LAST): a CI machine
+    # that stalls the node for a third of a second loses a frame, which must then be counted.
+    assert received + lost == N_FRAMES and lost <= 3, (received, lost)
+    assert processed + dropped == received
     assert processed >= N_FRAMES // 4, f"only {processed} processed"
     kps = [(h, k) for _, h, k in probe.keypoints if (h.stamp.sec, h.stamp.nanosec) in index]
     assert len(kps) == processed  # every published keypoints message arrived
