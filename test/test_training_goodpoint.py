@@ -38,6 +38,20 @@ def test_identical_aligned_heatmaps_give_zero_heatmap_loss():
     assert float(heatmap_loss(heat, heat1, shift, mask, mask)) == pytest.approx(0.0, abs=1e-10)
 
 
+def test_heatmap_loss_without_blur_punishes_a_one_pixel_offset_more():
+    """``loss.blur=false`` (the side-by-side probe) compares raw heatmaps: still 0 when aligned,
+    and a single peak one pixel off costs more than through Eq. 4's tent blur."""
+    heat = torch.zeros(1, 1, 32, 32)
+    heat[..., 16, 16] = 1.0
+    off = torch.roll(heat, shifts=1, dims=3)
+    H = torch.eye(3)[None]
+    mask = torch.ones(1, 1, 32, 32)
+    assert float(heatmap_loss(heat, heat.clone(), H, mask, mask, blur=False)) == pytest.approx(0.0, abs=1e-10)
+    raw = float(heatmap_loss(heat, off, H, mask, mask, blur=False))
+    blurred = float(heatmap_loss(heat, off, H, mask, mask, blur=True))
+    assert raw > 2 * blurred > 0
+
+
 def test_targets_on_a_hand_made_pair():
     """Peaks in I and the same peaks moved by H in I_h: the targets are exactly those peaks;
     a point projected out of the image and a point whose descriptor disagrees are dropped."""

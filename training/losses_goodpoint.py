@@ -46,6 +46,7 @@ DEFAULT_CONF = {
     "pool1": 16,  # K_h = maxpool_16(P_h)
     "theta_dist": 4.0,
     "wrong_dist": 7.0,  # paper: "distgeom > 7"
+    "blur": True,  # Eq. 4's blr(); false compares the raw heatmaps (a side-by-side probe, see the docstring)
 }
 
 
@@ -141,13 +142,18 @@ def blr(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2)
 
 
-def heatmap_loss(heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1) -> torch.Tensor:
-    """Eq. 4 without lambda_h: mean over the I_h mask of (blr(warp(P)) - blr(P_h))^2."""
+def heatmap_loss(
+    heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1, blur: bool = True
+) -> torch.Tensor:
+    """Eq. 4 without lambda_h: mean over the I_h mask of (blr(warp(P)) - blr(P_h))^2 (no blr
+    when ``blur`` is false)."""
     warped = warp_dense(heat0, H, heat1.shape[-2:])
     mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
     # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid
     mask = -F.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
-    return masked_mean((blr(warped) - blr(heat1)) ** 2, mask)
+    if blur:
+        warped, heat1 = blr(warped), blr(heat1)
+    return masked_mean((warped - heat1) ** 2, mask)
 
 
 def log_heatmap(logits: torch.Tensor) -> torch.Tensor:
@@ -194,7 +200,7 @@ def goodpoint_loss(
     l_kp = -0.5 * (
         masked_mean(gather_map(logp0, t["target0"]), good) + masked_mean(gather_map(logp1, t["target1"]), good)
     )
-    l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1)
+    l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1, blur=bool(c["blur"]))
     d = descriptor_losses(t, c)
     l_desc = d["gt"] + d["wrong"] + d["random"]
     l_p = l_kp + c["lambda_h"] * l_heat
