@@ -8,6 +8,8 @@ code (a subclass under a new name) goes through inference, export and training u
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from goodpoint_ros.classical import CLASSICAL
 from goodpoint_ros.cli import _add_model_args
 from goodpoint_ros.features import extract_batch
 from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, build_model
+from goodpoint_ros.models.base import fold_batchnorm
 from training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
 
 
@@ -89,3 +92,25 @@ def test_cli_offers_every_front_end_make_extractor_takes():
     choices = next(a.choices for a in p._actions if a.dest == "model")
     assert set(choices) == set(MODELS) | set(CLASSICAL) == set(FRONT_ENDS)
     assert p.parse_args(["--model", "akaze"]).model == "akaze"
+
+
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_folding_batchnorm_keeps_the_dense_outputs(name):
+    """The torch backend folds BatchNorm into the convolutions for inference: same outputs in
+    fp32 (up to rounding), no BatchNorm left, and a model in training mode is refused."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    for m in model.modules():  # non-trivial statistics, as trained weights have
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(1, model.in_channels, 64, 96)
+    with torch.inference_mode():
+        ref = model(x)
+        folded = fold_batchnorm(copy.deepcopy(model))
+        out = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for key, value in ref.items():
+        torch.testing.assert_close(out[key], value, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="eval"):
+        fold_batchnorm(build_model(name).train())

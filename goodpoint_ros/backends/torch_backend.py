@@ -16,6 +16,7 @@ from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.device import choose_precision, resolve_device
 from goodpoint_ros.features import extract_batch, prepare_image, to_numpy
 from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.models.base import fold_batchnorm
 
 
 class TorchExtractor:
@@ -41,7 +42,7 @@ class TorchExtractor:
         self.precision = choose_precision(precision, self.device, "torch")
         if self.precision == "int8":
             raise ValueError("precision int8 runs in the onnxruntime backend (backend: onnxruntime)")
-        self.model = load_model(model, weights, conf=conf).to(self.device).eval()
+        self.model = fold_batchnorm(load_model(model, weights, conf=conf).to(self.device).eval())
         self.fp16 = self.precision == "fp16"
         if channels_last and self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)

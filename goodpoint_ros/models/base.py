@@ -77,3 +77,33 @@ class BaseModel(nn.Module):
         """Sparse features (one dict per image) from ``forward``'s outputs; ``sizes`` Bx2 (h, w)
         of the unpadded images, ``budget_scale`` scales the keypoint budget."""
         raise NotImplementedError
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d (inside an ``nn.Sequential``) into
+    that convolution's weights and bias, in place, and return ``model``.
+
+    Inference only (the running statistics become constants): in eager mode each BatchNorm is a
+    separate pass over a full-resolution activation, so folding it saves memory traffic where the
+    network is memory-bound (goodpoint_small's 32-channel full-resolution layers: 640x480 bf16
+    network 45.0 -> 41.7 ms, 320x240 7.4 -> 6.2 ms on 2 Zen 4 cores). fp32 outputs are unchanged
+    up to rounding. Training and export never call it (ONNX runtimes fold by themselves).
+    """
+    if model.training:
+        raise RuntimeError("fold_batchnorm is for inference: call model.eval() first")
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.running_var is None:
+                continue
+            scale = (bn.running_var + bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            bias = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
+            conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+            seq[i + 1] = nn.Identity()
+    return model
