@@ -7,17 +7,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from goodpoint_ros.image_codec import to_uint8
+
 SHIFT = 4  # fractional bits of the fixed-point coordinates given to OpenCV: sub-pixel, steady lines
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, KEYPOINT = (0, 220, 0), (0, 0, 255), (255, 200, 0)  # BGR: inlier, outlier, keypoint
 BAR = 28  # grey level of title bars and text panels
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Any image -> uint8 for display: floats are [0, 1], other integers 16-bit."""
-    if image.dtype == np.uint8:
-        return image
-    return np.clip(image * (255.0 if image.dtype.kind == "f" else 1.0 / 256), 0, 255).astype(np.uint8)
 
 
 def id_colours(ids: np.ndarray, code: int = cv2.COLOR_HSV2RGB) -> np.ndarray:

@@ -46,7 +46,8 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "depth_array_to_meters",
     "depth_to_meters",
-    "normalize_float",
+    "stretch_to_unit",
+    "to_uint8",
 ]
 
 
@@ -373,11 +374,13 @@ def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
     return image
 
 
-FLOAT_RANGE_PERCENTILES = (1.0, 99.0)  # the same stretch as training.datasets.to_uint8
+STRETCH_PERCENTILES = (1.0, 99.0)
 
 
-def normalize_float(image: np.ndarray) -> np.ndarray:
-    """A float image -> float32 in [0, 1] by an explicit rule (so nothing overflows to NaN):
+def stretch_to_unit(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """A 16-bit or float image -> float32 in [0, 1] by one explicit rule, the same in the node,
+    training and evaluation (a 12-bit camera sending mono16 fills a sliver of 0..65535, and a float
+    image has no fixed range, so both are stretched rather than scaled):
 
     - NaN and +-inf pixels are ignored for the range and become 0;
     - the range is the 1st..99th percentile of the finite values (a few extreme values, e.g.
@@ -388,8 +391,8 @@ def normalize_float(image: np.ndarray) -> np.ndarray:
     finite = np.isfinite(image)
     values = image[finite]
     if values.size == 0:
-        raise ImageDecodeError("32FC1 image has no finite values")
-    lo, hi = (float(v) for v in np.percentile(values.astype(np.float64), FLOAT_RANGE_PERCENTILES))
+        raise ImageDecodeError(f"{what} has no finite values")
+    lo, hi = (float(v) for v in np.percentile(values.astype(np.float64), STRETCH_PERCENTILES))
     span = hi - lo
     if not span > 0:
         return np.zeros(image.shape, np.float32)
@@ -398,12 +401,20 @@ def normalize_float(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Any decoded image -> uint8 of the same shape: uint8 as it is, anything else through
+    ``stretch_to_unit`` (the one conversion for display, training crops and evaluation)."""
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    return np.round(stretch_to_unit(image) * 255.0).astype(np.uint8)
+
+
 def to_model_input(image: np.ndarray, encoding: str) -> np.ndarray:
     """Image in ``encoding`` -> RGB or gray array that ``features.prepare_image`` accepts
-    (``to_rgb``; a 32FC1 image through ``normalize_float``)."""
+    (``to_rgb``; 16-bit and 32FC1 images through ``stretch_to_unit``, as training sees them)."""
     image = to_rgb(image, encoding)
-    if canonical_encoding(encoding) == "32FC1":
-        return normalize_float(image)
+    if image.dtype != np.uint8:
+        return stretch_to_unit(image, f"{encoding} image")
     return image
 
 

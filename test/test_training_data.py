@@ -121,6 +121,7 @@ def test_decode_image_encodings():
     """mono8/mono16/bgr8/rgba8/bayer Image messages decode to the same picture."""
     from rosbags.typesys import Stores, get_typestore
 
+    from goodpoint_ros.image_codec import decode_image
     from training.datasets import decode_image_msg
 
     Image = get_typestore(Stores.ROS2_HUMBLE).types["sensor_msgs/msg/Image"]
@@ -144,6 +145,11 @@ def test_decode_image_encodings():
     for big in (False, True):  # 16-bit is stretched to 8 bits: same picture up to a linear map
         out = decode_image_msg(msg(gray.astype(np.uint16) * 200, "mono16", big))
         assert out.dtype == np.uint8 and np.corrcoef(out.ravel(), gray.ravel())[0, 1] > 0.99
+    # a 12-bit camera sending mono16: the node's model input is the picture training saw
+    twelve = gray.astype(np.uint16) * 16
+    node_input = decode_image(msg(twelve, "mono16"))
+    assert node_input.dtype == np.float32 and node_input.max() == 1.0
+    assert np.abs(node_input * 255.0 - decode_image_msg(msg(twelve, "mono16"))).max() <= 0.5 + 1e-3
     bayer = np.zeros(gray.shape, np.uint8)  # RGGB mosaic of the RGB image
     bayer[0::2, 0::2] = rgb[0::2, 0::2, 0]
     bayer[0::2, 1::2] = rgb[0::2, 1::2, 1]

@@ -32,10 +32,11 @@ from goodpoint_ros.image_codec import (
     ImageDecodeError,
     compressed_is_plain,
     compressed_to_numpy,
-    decode_bytes,
     image_to_numpy,
     to_rgb,
+    to_uint8,
 )
+from goodpoint_ros.images import ImageReadError, read_image
 
 from .augment import make_pair
 
@@ -47,21 +48,14 @@ class DataError(RuntimeError):
     """A data source that cannot be used (missing folder, no images, missing topic...)."""
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Any decoded frame -> uint8 HxW or HxWx3 (16-bit and float frames are stretched to 1..99 %)."""
+def frame_uint8(image: np.ndarray) -> np.ndarray:
+    """Any decoded frame -> uint8 HxW or HxWx3 (alpha and a singleton channel dropped; 16-bit and
+    float frames through ``image_codec.to_uint8``, the node's stretch)."""
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
-    x = image.astype(np.float32)
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(finite, (1, 99))
-    x = np.nan_to_num((x - lo) / max(hi - lo, 1e-6), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(image)
 
 
 class _SkipCounter:
@@ -170,16 +164,14 @@ class ImageFolder:
         """The frame, or None (counted) when it is unreadable or smaller than ``min_size``."""
         path = self.paths[index]
         try:
-            image = decode_bytes(Path(path).read_bytes(), self.max_pixels, path)
-        except (ImageDecodeError, OSError) as e:
+            image = frame_uint8(read_image(path, self.max_pixels))
+        except (ImageReadError, ImageDecodeError, OSError) as e:
             self.skips.add(f"unreadable: {e}")
             return None
         if min(image.shape[:2]) < self.min_size:
             self.skips.add(f"{path}: {image.shape[1]}x{image.shape[0]} is smaller than {self.min_size} px")
             return None
-        if image.ndim == 3 and image.shape[2] >= 3:
-            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
-        return with_crop_scale(to_uint8(image), self.crop_scale)
+        return with_crop_scale(image, self.crop_scale)
 
 
 # ---------------------------------------------------------------- ROS 2 bags
@@ -187,12 +179,12 @@ class ImageFolder:
 
 def decode_image_msg(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (decoded by ``goodpoint_ros.image_codec``)."""
-    return to_uint8(to_rgb(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding))
+    return frame_uint8(to_rgb(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding))
 
 
 def decode_compressed_msg(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> uint8 HxW or HxWx3 RGB."""
-    return to_uint8(compressed_to_numpy(msg, max_pixels=max_pixels))
+    return frame_uint8(compressed_to_numpy(msg, max_pixels=max_pixels))
 
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
@@ -280,7 +272,7 @@ class BagFrames:
         img = cv2.imdecode(np.frombuffer(self.frames[index], np.uint8), cv2.IMREAD_UNCHANGED)
         if img.ndim == 3:
             img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-        return to_uint8(img)
+        return frame_uint8(img)
 
 
 class Mixture:

@@ -29,6 +29,7 @@ import torch
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
+from goodpoint_ros.image_codec import to_uint8
 from goodpoint_ros.images import ImageReadError, parse_size, read_image
 from goodpoint_ros.models import MODELS
 
@@ -81,12 +82,6 @@ def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w])
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        return (image / 257.0).round().astype(np.uint8)
-    return image
-
-
 def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit: int | None = None) -> Iterator[Pair]:
     """Pairs (1, k), k = 2..6, of every sequence folder; i_*/v_* select illumination/viewpoint."""
     if not root.is_dir():
@@ -98,7 +93,7 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
         raise EvalError(f"{root}: no HPatches sequence folders (with 1.ppm and H_1_k files) found")
     n = 0
     for seq in seqs:
-        im0, S0 = _scale(_to_uint8(read_image(seq / "1.ppm", NO_PIXEL_LIMIT)), max_side)
+        im0, S0 = _scale(to_uint8(read_image(seq / "1.ppm", NO_PIXEL_LIMIT)), max_side)
         for k in range(2, 7):
             hfile, ifile = seq / f"H_1_{k}", seq / f"{k}.ppm"
             if not (hfile.is_file() and ifile.is_file()):
@@ -107,7 +102,7 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
                 H = np.loadtxt(hfile, dtype=np.float64).reshape(3, 3)
             except ValueError as exc:
                 raise EvalError(f"{hfile}: not a 3x3 homography ({exc})") from exc
-            im1, S1 = _scale(_to_uint8(read_image(ifile, NO_PIXEL_LIMIT)), max_side)
+            im1, S1 = _scale(to_uint8(read_image(ifile, NO_PIXEL_LIMIT)), max_side)
             yield Pair(f"{seq.name}/1-{k}", im0, im1, S1 @ H @ np.linalg.inv(S0))
             n += 1
             if limit and n >= limit:
@@ -131,7 +126,7 @@ def generated_pairs(
         raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
     for i in range(count):
         path = files[i % len(files)]
-        im0 = _to_uint8(read_image(path, NO_PIXEL_LIMIT))
+        im0 = to_uint8(read_image(path, NO_PIXEL_LIMIT))
         im0 = _fit(im0, size) if size else _scale(im0, max_side)[0]
         h, w = im0.shape[:2]
         rng = np.random.default_rng([seed, i])
