@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from goodpoint_ros.models import MODELS, BaseModel, build_model
+from goodpoint_ros.startup import one_line
 
 FORMAT = "goodpoint_ros/1"  # weights files: model.pt, best_model.pt, shipped weights
 TRAIN_FORMAT = "goodpoint_ros/train/1"  # training checkpoints (checkpoint.pt): training.train resumes them
@@ -85,13 +86,6 @@ def save_weights(model: BaseModel, path: str | Path, half: bool = False, **meta:
     atomic_torch_save(weights_dict(model.name, model.arch_conf, model.state_dict(), half, **meta), path)
 
 
-def _one_line(e: BaseException) -> str:
-    """The first line of an exception, unless it is torch's ``weights_only`` advice."""
-    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-    first = lines[0][:160] if lines else ""
-    return "" if "weights_only" in first else first
-
-
 def load_data(path: str | Path, what: str = "weights file") -> Any:
     """``torch.load(weights_only=True)`` of ``path``, every failure turned into one CheckpointError
     line saying what is wrong with the file: missing, empty, truncated, corrupt (zip CRC), not a
@@ -127,10 +121,9 @@ def load_data(path: str | Path, what: str = "weights file") -> Any:
     except EOFError:
         raise CheckpointError(f"{path}: truncated {what} ({size} bytes)") from None
     except Exception as e:  # anything else torch or pickle raise on foreign bytes
-        detail = _one_line(e)
-        raise CheckpointError(
-            f"{path}: not a torch {what} ({type(e).__name__}{': ' + detail if detail else ''})"
-        ) from None
+        detail = one_line(e, 160)
+        kind = type(e).__name__
+        raise CheckpointError(f"{path}: not a torch {what} ({kind}{'' if detail == kind else ': ' + detail})") from None
 
 
 def read_checkpoint(path: str | Path, training: bool = False) -> dict:
@@ -168,7 +161,7 @@ def model_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None,
         model = build_model(saved, {**ckpt.get("conf", {}), **ckpt.get("detection", {}), **(conf or {})})
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"{path}: records an unusable '{saved}' config ({type(e).__name__}: {_one_line(e)})"
+            f"{path}: records an unusable '{saved}' config ({type(e).__name__}: {one_line(e, 160)})"
         ) from None
     own = model.state_dict()
     state = ckpt["state_dict"]

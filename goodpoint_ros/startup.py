@@ -31,7 +31,7 @@ def one_line(err: BaseException | str, limit: int = 300) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     cut = text.find("Weights only load failed")  # torch then suggests weights_only=False: never do that
     if cut >= 0:
-        head = text[:cut] + "refused by safe (weights_only) loading, not plain tensor data"
+        head = text[:cut] + "refused by safe loading: not plain tensor data"
         text = head + ")" * max(head.count("(") - head.count(")"), 0)
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
