@@ -77,11 +77,10 @@ def resolve_precision(
     device: torch.device | str,
     backend: str = "torch",
     flags: Iterable[str] | None = None,
-    allow_fp16: bool = True,
 ) -> tuple[str, str]:
     """(chosen precision, why) for a requested ``precision`` on ``device``.
 
-    ``auto``: fp16 on CUDA (``allow_fp16``), bf16 on a CPU with AVX-512 BF16 or AMX when the
+    ``auto``: fp16 on CUDA, bf16 on a CPU with AVX-512 BF16 or AMX when the
     backend has fast bf16 kernels (torch does; onnxruntime's CPU provider does not), else fp32.
     The rule comes from measurement: bf16 halves the network time on such CPUs and its held-out
     harmonic mean stays within 0.01 of fp32 (README); without the units bf16 is emulated and
@@ -95,9 +94,7 @@ def resolve_precision(
         return p, "requested"
     kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
     if kind in ("cuda", "tensorrt", "trt"):
-        if allow_fp16:
-            return "fp16", f"{kind} device"
-        return "fp32", f"{kind} device, fp16 turned off"
+        return "fp16", f"{kind} device"
     units = bf16_hardware(flags)
     if not units:
         return "fp32", f"CPU without AVX-512 BF16 or AMX ({', '.join(BF16_FLAGS)} not in its flags)"
@@ -111,10 +108,9 @@ def choose_precision(
     device: torch.device | str,
     backend: str = "torch",
     flags: Iterable[str] | None = None,
-    allow_fp16: bool = True,
 ) -> str:
     """``resolve_precision`` plus one INFO log line when ``auto`` made the choice."""
-    chosen, why = resolve_precision(precision, device, backend, flags, allow_fp16)
+    chosen, why = resolve_precision(precision, device, backend, flags)
     if str(precision or "auto").lower() == "auto":
         log.info("precision auto -> %s (%s, backend %s)", chosen, why, backend)
     kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]

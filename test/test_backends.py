@@ -110,8 +110,8 @@ def test_torch_fp16_on_cuda_matches_fp32(photo):
     torch.manual_seed(0)
     half = make_extractor("torch", "goodpoint_small", "random", "cuda")
     torch.manual_seed(0)
-    full = make_extractor("torch", "goodpoint_small", "random", "cuda", fp16=False)
-    assert half.fp16 and not full.fp16
+    full = make_extractor("torch", "goodpoint_small", "random", "cuda", precision="fp32")
+    assert half.precision == "fp16" and full.precision == "fp32"
     a, b = full.extract(photo), half.extract(photo)
     assert b["descriptors"].dtype == torch.float32
     agree, _ = compare_keypoints(to_numpy(a), to_numpy(b))

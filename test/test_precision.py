@@ -41,7 +41,6 @@ def test_auto_rule(flags, device, backend, expected):
 def test_forced_precisions_pass_through_and_unknown_ones_raise():
     for p in ("fp32", "bf16", "fp16", "int8"):
         assert resolve_precision(p, "cpu", flags=OLD_CPU) == (p, "requested")
-    assert resolve_precision("auto", "cuda", allow_fp16=False, flags=[])[0] == "fp32"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", "cpu")
 
@@ -70,11 +69,6 @@ def test_auto_on_cpu_chooses_by_flags_and_logs_one_line(photo, monkeypatch, capl
     f = ex.extract(photo[:96, :128])  # and it runs in that precision, features in fp32
     assert f["descriptors"].dtype == torch.float32 and f["scores"].dtype == torch.float32
     assert len(f["scores"]) > 10
-
-
-def test_fp16_switch_off_keeps_auto_at_fp32(monkeypatch):
-    monkeypatch.setenv(CPU_FLAGS_ENV, "avx512_bf16")
-    assert make_extractor("torch", "goodpoint_small", "random", "cpu", fp16=False).precision == "fp32"
 
 
 def test_int8_in_torch_and_bf16_in_onnxruntime_are_refused_with_the_way_out(tmp_path):

@@ -184,9 +184,7 @@ class Method:
             if "int8_keep_float" in run:
                 keep = run["int8_keep_float"]
                 extra["int8_keep_float"] = () if keep == "none" else tuple(keep.split("+"))
-            self.impl = make_extractor(
-                backend, self.name, weights or "default", device, fp16=False, precision=precision, **extra
-            )
+            self.impl = make_extractor(backend, self.name, weights or "default", device, precision=precision, **extra)
             if threshold is not None:
                 detection.setdefault("detection_threshold", threshold)
             try:

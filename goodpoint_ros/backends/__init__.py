@@ -42,7 +42,7 @@ def make_extractor(
 
     onnxruntime keyword arguments: ``providers`` (e.g. ``["tensorrt", "cuda", "cpu"]``),
     ``cache`` (folder for exported graphs and TensorRT engines), ``dynamic``, ``num_threads``,
-    ``fp16`` (TensorRT), ``opset``, ``spin`` (let ORT threads busy-wait between runs).
+    ``opset``, ``spin`` (let ORT threads busy-wait between runs).
 
     ``precision``: auto | fp32 | bf16 | fp16 | int8 (``device.resolve_precision``: auto is bf16 on
     CPUs with AVX-512 BF16 or AMX in torch, fp16 on CUDA, else fp32; int8 is onnxruntime's

@@ -80,7 +80,6 @@ def resolve_providers(
     device: str = "auto",
     providers: Sequence[str] | None = None,
     engine_cache: Path | None = None,
-    fp16: bool = True,
 ) -> list[tuple[str, dict]]:
     """The (provider, options) list for a session: requested providers that this onnxruntime
     build has, in order, always ending with CPU. Missing requested ones: one warning line."""
@@ -107,7 +106,7 @@ def resolve_providers(
     for p in chosen:
         opts: dict[str, Any] = {}
         if p == "TensorrtExecutionProvider":
-            opts = {"device_id": index, "trt_fp16_enable": fp16}
+            opts = {"device_id": index}  # trt_fp16_enable: set from the chosen precision
             if engine_cache is not None:
                 engine_cache.mkdir(parents=True, exist_ok=True)
                 opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache))
@@ -148,7 +147,6 @@ class OnnxExtractor:
         cache: str | Path | None = None,
         dynamic: bool = False,
         num_threads: int = 0,
-        fp16: bool = True,
         opset: int = MAX_OPSET,
         spin: bool = False,
         precision: str = "auto",
@@ -157,16 +155,15 @@ class OnnxExtractor:
         int8_keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
     ) -> None:
         """``precision``: auto | fp32 | fp16 (TensorRT) | int8 (``calibration``: a folder of
-        training photos, default ``quantize.default_calibration_source``); ``fp16=False`` keeps
-        ``auto`` at fp32 on TensorRT."""
+        training photos, default ``quantize.default_calibration_source``)."""
         import onnxruntime as ort  # optional dependency: only this backend needs it
 
         self.model = load_model(model, weights, conf=conf).eval()
         if self.model.conf.get("multiscale"):
             raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
         self.cache = Path(cache) if cache is not None else cache_dir()
-        self.providers = resolve_providers(device, providers, self.cache / "trt_engines", fp16)
-        self.precision = self._choose_precision(precision, self.providers[0][0], fp16)
+        self.providers = resolve_providers(device, providers, self.cache / "trt_engines")
+        self.precision = self._choose_precision(precision, self.providers[0][0])
         for name, opts in self.providers:
             if name == "TensorrtExecutionProvider":
                 opts["trt_fp16_enable"] = self.precision == "fp16"
@@ -190,14 +187,14 @@ class OnnxExtractor:
         self.device = torch.device("cpu")
 
     @staticmethod
-    def _choose_precision(precision: str, provider: str, fp16: bool) -> str:
+    def _choose_precision(precision: str, provider: str) -> str:
         """auto: fp16 when TensorRT (the first ``provider``) runs the graph, else fp32 (one log
         line); bf16 and fp16 without TensorRT are refused with the reason."""
         kind = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}.get(provider, "cpu")
         if str(precision).lower() == "auto" and kind == "cuda":
             chosen, why = "fp32", "CUDA provider runs the fp32 graph (fp16 is TensorRT's)"
         else:
-            chosen, why = resolve_precision(precision, kind, "onnxruntime", allow_fp16=fp16)
+            chosen, why = resolve_precision(precision, kind, "onnxruntime")
         if str(precision).lower() == "auto":
             logging.getLogger("goodpoint_ros.precision").info("precision auto -> %s (%s)", chosen, why)
         if chosen == "bf16":

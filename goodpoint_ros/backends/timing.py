@@ -77,7 +77,7 @@ def time_torch_stages(
     """Torch CPU split: prepare (+pad), network, post-processing (NMS, borders, top-k, descriptor
     sampling, host copy). The target is post <= 10% of network."""
     torch.set_num_threads(threads)
-    ex = make_extractor("torch", model, "default", "cpu", fp16=False)
+    ex = make_extractor("torch", model, "default", "cpu", precision="fp32")
     ex.set_detection(max_keypoints=max_keypoints, detection_threshold=0.0)
     m, img = ex.model, test_image(height, width)
     stages: dict[str, list[float]] = {"prepare": [], "network": [], "post": []}

@@ -28,22 +28,18 @@ class TorchExtractor:
         weights: str | None = "default",
         device: str = "auto",
         conf: dict | None = None,
-        fp16: bool = True,
         channels_last: bool = True,
         precision: str = "auto",
     ) -> None:
         """``precision``: auto | fp32 | bf16 | fp16 (``device.resolve_precision``; int8 runs in
-        the onnxruntime backend). ``fp16=False`` (the older switch) makes ``auto`` mean fp32."""
+        the onnxruntime backend)."""
         model = model or DEFAULT_MODEL
 
         self.device = resolve_device(device)
-        if str(precision).lower() == "auto" and not fp16:
-            precision = "fp32"
         self.precision = choose_precision(precision, self.device, "torch")
         if self.precision == "int8":
             raise ValueError("precision int8 runs in the onnxruntime backend (backend: onnxruntime)")
         self.model = fold_batchnorm(load_model(model, weights, conf=conf).to(self.device).eval())
-        self.fp16 = self.precision == "fp16"
         if channels_last and self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
 
