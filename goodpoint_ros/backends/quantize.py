@@ -48,12 +48,14 @@ SKIMAGE_TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "motorcycle_left", "mo
 
 
 def default_calibration_source() -> str:
-    """``$GOODPOINT_CALIBRATION``, else the checkout's ``data/photos/train``, else ``skimage``."""
+    """``$GOODPOINT_CALIBRATION``, else the checkout's training photos (``data/photos_v2/train``,
+    what ``training/build_dataset.py`` writes, or the older ``data/photos/train``), else ``skimage``."""
     env = os.environ.get("GOODPOINT_CALIBRATION")
     if env:
         return env
-    repo = Path(__file__).resolve().parents[2] / "data" / "photos" / "train"
-    return str(repo) if repo.is_dir() else "skimage"
+    data = Path(__file__).resolve().parents[2] / "data"
+    found = [d for d in (data / "photos_v2" / "train", data / "photos" / "train") if d.is_dir()]
+    return str(found[0]) if found else "skimage"
 
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
