@@ -249,3 +249,26 @@ def test_cli_extract_contract_and_unreadable_image(tmp_path, photo):
     r = subprocess.run([*cmd, str(bad), "--output", str(out)], capture_output=True, text=True)
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and "bad.png" in r.stderr
+
+
+def test_ratio_test_equals_lowes_top_two_in_both_directions():
+    """The ratio test reads second-best similarities from masked maxima (no top-k): same keeps as
+    Lowe's test on each row's and each matched column's two best, exact ties included."""
+    for trial in range(60):
+        g = torch.Generator().manual_seed(trial)
+        k0, k1 = (int(v) for v in torch.randint(1, 40, (2,), generator=g))
+        a = torch.nn.functional.normalize(torch.randn(k0, 8, generator=g), dim=1)
+        b = torch.nn.functional.normalize(torch.randn(k1, 8, generator=g), dim=1)
+        if trial % 2:  # coarse values: duplicate descriptors, tied similarities
+            a, b = (torch.nn.functional.normalize(torch.round(x * 2) / 2 + 1e-9, dim=1) for x in (a, b))
+        sim = a @ b.t()
+        plain, _ = match_mnn(a, b)
+        for ratio in (0.8, 0.95):
+            got, _ = match_mnn(a, b, ratio=ratio)
+            dist = torch.sqrt((2 - 2 * sim).clamp_min(0))
+            want = []
+            for i, j in plain.tolist():
+                row, column = dist[i].sort().values, dist[:, j].sort().values
+                if (k1 < 2 or row[0] < ratio * row[1]) and (k0 < 2 or column[0] < ratio * column[1]):
+                    want.append([i, j])
+            assert got.tolist() == want, (trial, ratio)
