@@ -32,6 +32,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a container's CPU set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(requested: int, cores: int | None = None) -> tuple[int, str]:
+    """(threads, why) for the network's CPU thread pools: ``requested`` when > 0, else every core
+    but one (at least one), so that a node's executor and DDS threads keep a core: a pool that
+    wants every core stalls at each of its barriers while another thread holds one of them."""
+    if int(requested) > 0:
+        return int(requested), "requested"
+    cores = cores or usable_cores()
+    return max(1, cores - 1), f"{cores} cores, one left for the ROS executor and DDS"
+
+
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     """The CPU's feature flags (first processor's ``flags`` line); ``$GOODPOINT_CPU_FLAGS`` wins.
 

@@ -114,6 +114,17 @@ PARAMS: tuple[Param, ...] = (
         "inference precision: auto (the backend's choice) | fp32 | bf16 | fp16 | int8",
         choices=PRECISIONS,
     ),
+    Param(
+        "num_threads",
+        0,
+        "CPU threads of the network (torch intra-op, onnxruntime, OpenCV); 0 = every core but one",
+        min=0,
+        max=1024,
+        doc="CPU threads of the network (torch's intra-op pool, onnxruntime's session, OpenCV); 0 = every\n"
+        "core this process may use but one, which stays for the ROS executor and DDS. With every core,\n"
+        "a 30 Hz 640x480 stream on 2 cores processed 27 of 160 frames in 5 s (the pool's threads wait on\n"
+        "each other while the receiving threads hold a core); with one, 83 (bench/node.py --accounting).",
+    ),
     Param("max_keypoints", 1000, "keypoints per image, best scores first", dynamic=True, min=1, max=100_000),
     Param(
         "detection_threshold",

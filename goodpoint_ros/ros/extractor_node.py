@@ -23,8 +23,10 @@ import threading
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -34,6 +36,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
+from goodpoint_ros.device import resolve_threads
 from goodpoint_ros.drawing import draw_debug
 from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image, depth_to_meters
 from goodpoint_ros.launch_logic import NODE_NAME, apply_fastdds_profile
@@ -292,12 +295,21 @@ class ExtractorNode(Node):
         ):
             if problem:
                 raise StartupError(name, problem)
+        threads, why = resolve_threads(int(p["num_threads"]))
+        torch.set_num_threads(threads)  # process-wide pools: the network's only
+        cv2.setNumThreads(threads)
+        onnx = learned and p["backend"] != "torch"
         try:
-            return make_extractor(p["backend"], p["model"], p["weights"], p["device"], None, precision=p["precision"])
+            extractor = make_extractor(
+                p["backend"], p["model"], p["weights"], p["device"], None, precision=p["precision"],
+                **({"num_threads": threads} if onnx else {}),
+            )  # fmt: skip
         except Exception as e:  # unreadable weights, the other model's weights, a backend failure
             blame = "weights" if p["weights"] not in ("default", "random") else "model"
             blame = "backend" if blame == "model" and p["backend"] != "torch" else blame
             raise StartupError(blame, one_line(e)) from None
+        self.get_logger().info(f"num_threads {p['num_threads']} -> {threads} ({why})")
+        return extractor
 
     def _apply_detection(self, p: dict) -> None:
         keys = self.extractor.detection_keys
