@@ -99,3 +99,23 @@ def test_pairs_at_camera_resolution(photo_dir):
     assert all(p.image1.shape == p.image0.shape for p in pairs)
     with pytest.raises(SystemExit):
         main(["--photos", str(photo_dir), "--size", "640by480"])
+
+
+def test_precision_runs_report_parity_with_the_fp32_run(photo_dir, tmp_path):
+    """A model listed at fp32 (torch) and again at another precision: the second gets keypoint
+    overlap and descriptor cosine against the first, on the same images, in the JSON and table."""
+    out = tmp_path / "eval"
+    methods = ["goodpoint_small", "goodpoint_small,precision=bf16", "mdnet_small", "mdnet_small,precision=bf16"]
+    argv = ["--photos", str(photo_dir), "--pairs", "2", "--max-keypoints", "200", "--output-dir", str(out)]
+    assert main(argv + ["--methods", *methods]) == 0
+    res = json.loads((out / "results.json").read_text())["methods"]
+    assert "parity" not in res["goodpoint_small"]
+    for name, ref in (
+        ("goodpoint_small,precision=bf16", "goodpoint_small"),
+        ("mdnet_small,precision=bf16 [full]", "mdnet_small [full]"),
+    ):
+        p = res[name]["parity"]
+        assert p["reference"] == ref
+        # bf16 rounds the network (emulated where the CPU lacks it): most points stay put
+        assert 0.5 < p["overlap"] <= 1.0 and 0.9 < p["cosine_median"] <= 1.0 + 1e-6
+    assert "Parity with the fp32 torch run" in (out / "results.md").read_text()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.backends.parity import feature_parity
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.geometry import warp_image
 from goodpoint_ros.image_codec import to_uint8
@@ -167,6 +168,10 @@ class Method:
             except ValueError as exc:
                 raise EvalError(f"'{spec}': '{value}' is not a number") from exc
         self.name = name.lower()
+        # What makes two specs the same features up to precision/backend (``parity_key``), and
+        # whether this one is the fp32 torch reference the others are compared with.
+        self.parity_key = (self.name, weights or "default", tuple(sorted(detection.items())))
+        self.is_reference = False
         if self.name in CLASSICAL:
             if weights or opts:
                 raise EvalError(f"'{spec}': OpenCV methods take no weights or options")
@@ -180,6 +185,7 @@ class Method:
             # on the CPU's bf16 units; int8 exists only as onnxruntime's quantised graph.
             precision = run.get("precision", "fp32")
             backend = run.get("backend", "onnxruntime" if precision == "int8" else backend)
+            self.is_reference = precision == "fp32" and backend == "torch"
             extra = {}
             if "int8_keep_float" in run:
                 keep = run["int8_keep_float"]
@@ -215,13 +221,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not pairs:
         raise EvalError("no pairs to evaluate")
     results: dict[str, dict] = {}
+    references: dict[tuple, tuple[str, list[dict]]] = {}  # parity_key -> (spec, features per image)
     for m in methods:
         m.extract(pairs[0].image0)  # warm-up (allocations, one-time kernels) out of the timing
-        rows, per_set_rows, times = [], [], []
+        rows, per_set_rows, times, feats = [], [], [], []
         for p in pairs:
             f0, t0 = m.extract(p.image0)
             f1, t1 = m.extract(p.image1)
             times += [t0, t1]
+            feats += [f0, f1]
             extract_threads = torch.get_num_threads()
             # Matching at --match-threads (default 1): on a loaded CPU every threaded torch op waits
             # for a worker to be scheduled, which swamps the cost of small products (bench/extract.py).
@@ -245,6 +253,11 @@ def evaluate(args: argparse.Namespace) -> dict:
             e = args.epsilon
             summ["per_set_match_time_ratio"] = summ["match_time_ms"] / max(ps["match_time_ms"], 1e-9)
             summ[f"per_set_mma@{e:g}px_minus_full"] = ps[f"mma@{e:g}px"] - summ[f"mma@{e:g}px"]
+        if m.name not in CLASSICAL and m.is_reference and m.parity_key not in references:
+            references[m.parity_key] = (label, feats)
+        elif m.name not in CLASSICAL and m.parity_key in references:
+            ref_label, ref_feats = references[m.parity_key]
+            summ["parity"] = {"reference": ref_label, **mean_parity(ref_feats, feats)}
         results[label] = summ
         print(f"  {label}: {format_row(summ, args)}", flush=True)
     source = (
@@ -262,6 +275,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         "match_threads": args.match_threads,
         "methods": results,
     }
+
+
+def mean_parity(ref: list[dict], other: list[dict]) -> dict[str, float]:
+    """``parity.feature_parity`` per image, averaged: the share of keypoints within 1 px of the
+    reference's and the descriptor cosine of those pairs (median, and the 5th percentile)."""
+    per = [feature_parity(a, b) for a, b in zip(ref, other)]
+    return {k: float(np.nanmean([p[k] for p in per])) for k in ("overlap", "cosine_median", "cosine_p05")}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -307,6 +327,19 @@ def markdown(report: dict, thresholds: list[float]) -> str:
             lines.append(
                 f"- {n}: full / per-set matching time = {s['per_set_match_time_ratio']:.2f}x, "
                 f"{key.replace('_minus_full', '')} - full = {s[key]:+.3f}"
+            )
+    parity = [(n, s) for n, s in report["methods"].items() if "parity" in s]
+    if parity:
+        lines += ["", "Parity with the fp32 torch run of the same model and weights (same images):", ""]
+        for n, s in parity:
+            ref = report["methods"][s["parity"]["reference"]]
+            d_hm = s.get("hm_rep_mma_hacc@3px", math.nan) - ref.get("hm_rep_mma_hacc@3px", math.nan)
+            d_h = s["homography_accuracy@3px"] - ref["homography_accuracy@3px"]
+            p = s["parity"]
+            lines.append(
+                f"- {n}: keypoints within 1 px {p['overlap']:.3f}, descriptor cosine median "
+                f"{p['cosine_median']:.4f} (5th percentile {p['cosine_p05']:.4f}), HM(rep,MMA,H)@3 {d_hm:+.3f}, "
+                f"H-acc@3 {d_h:+.2f}"
             )
     return "\n".join(lines) + "\n"
 
