@@ -93,25 +93,26 @@ def test_mdnet_heatmaps_stay_fp32_under_autocast(photo):
 
 
 # Trained small models (shipped weights) and the full-size ones (random weights: flatter maps,
-# more near-ties, so a lower overlap floor). Measured at 120x160 on an AMD EPYC (avx512_bf16):
-# overlap 0.89 / 0.89 / 1.00 / 0.72, descriptor cosine median >= 0.999 for all four.
+# more near-ties, so a lower overlap floor). Measured on an AMD EPYC (avx512_bf16), printed with -s:
+# overlap 0.93 / 0.99 / 1.00 / 0.73, descriptor cosine median >= 0.999 for all four.
 @pytest.mark.parametrize(
-    "name, weights, conf, min_overlap",
+    "name, weights, conf, min_overlap, crop",
     [
-        ("goodpoint_small", "default", {}, 0.75),
-        ("mdnet_small", "default", {}, 0.75),
-        ("goodpoint", "random", {"detection_threshold": 0.0}, 0.5),
-        ("mdnet", "random", {"detection_threshold": 0.0}, 0.5),
+        ("goodpoint_small", "default", {}, 0.75, 240),  # its sharp maps leave ~30 points at 120x160
+        ("mdnet_small", "default", {}, 0.75, 120),
+        ("goodpoint", "random", {"detection_threshold": 0.0}, 0.5, 120),
+        ("mdnet", "random", {"detection_threshold": 0.0}, 0.5, 120),
     ],
 )
-def test_bf16_parity_with_fp32(photo, name, weights, conf, min_overlap):
+def test_bf16_parity_with_fp32(photo, name, weights, conf, min_overlap, crop):
     conf = {"max_keypoints": 300, **conf}
-    img = photo[:120, :160]
+    img = photo[:crop, : crop * 4 // 3]
     feats = {}
     for p in ("fp32", "bf16"):
         torch.manual_seed(0)  # the same random weights for both
         feats[p] = make_extractor("torch", name, weights, "cpu", conf, precision=p).extract(img)
     r = feature_parity(feats["fp32"], feats["bf16"], radius=1.0)
+    print(name, {k: round(v, 4) for k, v in r.items()})
     assert r["keypoints_ref"] > 50, r
     assert r["overlap"] >= min_overlap, r
     assert r["cosine_median"] >= 0.99 and r["cosine_p05"] >= 0.9, r
