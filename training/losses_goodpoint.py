@@ -149,7 +149,8 @@ def heatmap_loss(
     when ``blur`` is false)."""
     warped = warp_dense(heat0, H, heat1.shape[-2:])
     mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
-    # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid
+    # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid (the same
+    # mask without the blur, so that the two settings average over the same pixels)
     mask = -F.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
     if blur:
         warped, heat1 = blr(warped), blr(heat1)
