@@ -259,6 +259,22 @@ def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, refere
         assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-5), (s, a[s], b[s])
 
 
+def test_resume_with_a_new_learning_rate_uses_it(tmp_path: Path, photos: Path):
+    """Continuing a run at a new ``train.lr`` (a fine-tune from a committed state) must train at
+    that rate: the scheduler's saved state used to carry the old one over silently."""
+    from goodpoint_ros.checkpoint import read_checkpoint
+
+    base = [f"data.root={photos}", "data.crop=64", "data.batch_size=2", "data.num_workers=0", "eval.every=0",
+            "train.log_every=1", f"train.output_dir={tmp_path}", "name=lr", "train.decay_start=2"]  # fmt: skip
+    train(load_config(REPO / "training/configs/goodpoint_small.yaml", [*base, "train.steps=2"]), progress=False)
+    resume = read_checkpoint(tmp_path / "lr" / "checkpoint.pt", training=True)
+    conf = merge(resume["config"], {"train": {"steps": 4, "lr": 1e-5}})
+    train(conf, resume, progress=False)
+    rows = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(open(tmp_path / "lr" / "log.csv"))}
+    assert rows[1] == pytest.approx(5e-4)
+    assert rows[3] < 1e-5 and rows[4] < rows[3]  # the new rate, decaying as configured
+
+
 def test_training_on_a_ros2_bag(tmp_path: Path):
     from test_training_data import write_bag
 

@@ -564,6 +564,11 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
+        # The scheduler's state carries the lr it started with; a ``train.lr`` override on resume
+        # (to continue at a new rate) must win over it, and an unchanged config resumes as before.
+        sched.base_lrs = [float(conf["train"]["lr"])] * len(opt.param_groups)
+        for group, lr in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = lr * lr_factor(step, conf["train"])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
