@@ -17,9 +17,10 @@ from goodpoint_ros.backends import FRONT_ENDS
 from goodpoint_ros.backends.graph import ExportGraph
 from goodpoint_ros.classical import CLASSICAL
 from goodpoint_ros.cli import _add_model_args
-from goodpoint_ros.features import extract_batch
+from goodpoint_ros.features import extract_batch, run_network
 from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, build_model
 from goodpoint_ros.models.base import fold_batchnorm
+from goodpoint_ros.models.fusion import ConvAct, MaxPool2x2, fuse_for_cpu
 from training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
 
 
@@ -114,3 +115,37 @@ def test_folding_batchnorm_keeps_the_dense_outputs(name):
         torch.testing.assert_close(out[key], value, rtol=1e-4, atol=1e-5)
     with pytest.raises(RuntimeError, match="eval"):
         fold_batchnorm(build_model(name).train())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_cpu_fusion_keeps_the_outputs(name):
+    """``fuse_for_cpu`` (conv+activation in one oneDNN call, strided-max pooling) leaves no
+    separate activation or max-pool behind and computes what the folded model computes: in fp32
+    up to rounding, in bf16 within bf16's own noise; with grad enabled the plain path runs."""
+    torch.manual_seed(0)
+    model = fold_batchnorm(build_model(name).eval())
+    fused = fuse_for_cpu(copy.deepcopy(model))
+    acts = [m for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+    assert len([m for m in fused.modules() if isinstance(m, ConvAct)]) == len(acts) > 0  # every one fused
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in fused.modules())
+    x = torch.rand(1, model.in_channels, 64, 96)
+    with torch.inference_mode():
+        ref, out = model(x), fused(x)
+        for key, value in ref.items():
+            torch.testing.assert_close(out[key], value, rtol=1e-4, atol=1e-5)
+        ref16, out16 = run_network(model, x, "bf16"), run_network(fused, x, "bf16")
+    cos = torch.nn.functional.cosine_similarity(out16["descriptors"], ref16["descriptors"], dim=1)
+    assert float(cos.min()) > 0.99
+    with torch.no_grad(), torch.enable_grad():
+        plain = fused(x)  # grad on: the fused kernel is skipped, the plain conv + activation run
+    for key, value in ref.items():
+        torch.testing.assert_close(plain[key].detach(), value, rtol=1e-4, atol=1e-5)
+
+
+def test_strided_max_pool_equals_max_pool2d():
+    x = torch.randn(2, 3, 8, 12)
+    torch.testing.assert_close(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
+    odd = torch.randn(1, 2, 7, 9)  # odd sizes fall back to max_pool2d's flooring
+    torch.testing.assert_close(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="eval"):
+        fuse_for_cpu(build_model("goodpoint_small").train())

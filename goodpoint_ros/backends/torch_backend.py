@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from goodpoint_ros.checkpoint import load_model
-from goodpoint_ros.device import choose_precision, resolve_device
+from goodpoint_ros.device import choose_precision, keep_freed_memory, resolve_device
 from goodpoint_ros.features import extract_batch, prepare_image, to_numpy
 from goodpoint_ros.models import DEFAULT_MODEL
 from goodpoint_ros.models.base import fold_batchnorm
+from goodpoint_ros.models.fusion import fuse_for_cpu
 
 
 class TorchExtractor:
@@ -40,8 +41,11 @@ class TorchExtractor:
         if self.precision == "int8":
             raise ValueError("precision int8 runs in the onnxruntime backend (backend: onnxruntime)")
         self.model = fold_batchnorm(load_model(model, weights, conf=conf).to(self.device).eval())
-        if channels_last and self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no fresh pages per frame for the activations (device.keep_freed_memory)
+            self.model = fuse_for_cpu(self.model)  # conv+activation in one oneDNN call (models.fusion)
+            if channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
 
     @property
     def name(self) -> str:
