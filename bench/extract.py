@@ -44,7 +44,7 @@ import torch
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.checkpoint import shipped_weights
 from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
-from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, resolve_precision
+from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, keep_freed_memory, resolve_precision
 from goodpoint_ros.features import pad_to_multiple, prepare_image, run_network, to_numpy
 from goodpoint_ros.images import parse_size, sample_photo
 from goodpoint_ros.matching import match_mnn, match_per_set
@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    keep_freed_memory()  # what our torch backend sets on a CPU, here before any method runs: XFeat too
     torch.manual_seed(0)  # the same random weights in every run
     try:
         images = [sample_photo(n) for n in args.images]

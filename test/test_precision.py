@@ -226,3 +226,16 @@ def test_threads_leave_one_core_for_the_executor_unless_asked():
     assert resolve_threads(0, cores=8)[0] == 7 and resolve_threads(0, cores=1)[0] == 1
     assert resolve_threads(3, cores=2) == (3, "requested")
     assert resolve_threads(0)[0] == max(1, usable_cores() - 1)
+
+
+def test_keep_freed_memory_applies_once_on_glibc():
+    """The torch backend and training keep freed blocks for reuse (no fresh pages per frame);
+    on glibc Linux (this project's CI and every ROS 2 tier-1 platform) it applies, idempotently."""
+    import platform
+
+    from goodpoint_ros.device import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert keep_freed_memory() is applied
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from goodpoint_ros.device import keep_freed_memory
 from goodpoint_ros.models import build_model
 
 from .datasets import PairDataset
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as train() does on a CPU
     print(f"torch threads {torch.get_num_threads()}")
     print("| config | batch x crop | bf16 | wall s/step | CPU s/step | steps/hour |")
     print("|---|---|---|---|---|---|")
