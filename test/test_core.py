@@ -1,5 +1,6 @@
 """Core library behaviour: detection post-processing, matching, checkpoints, CLI contract."""
 
+import math
 import subprocess
 import sys
 
@@ -272,3 +273,19 @@ def test_ratio_test_equals_lowes_top_two_in_both_directions():
                 if (k1 < 2 or row[0] < ratio * row[1]) and (k0 < 2 or column[0] < ratio * column[1]):
                     want.append([i, j])
             assert got.tolist() == want, (trial, ratio)
+
+
+@pytest.mark.parametrize("k", [5, 40, 400])
+def test_cpu_topk_over_candidates_equals_topk_over_the_masked_map(k):
+    """The CPU path (top-k among the NMS survivors only) keeps the points, scores and order of a
+    top-k over the whole masked map, including rows with fewer than k candidates or none."""
+    from goodpoint_ros.features import _topk_of_candidates
+
+    g = torch.Generator().manual_seed(k)
+    scores = torch.rand(4, 30 * 20, generator=g)  # distinct values: one right answer
+    keep = torch.rand(4, 30 * 20, generator=g) < torch.tensor([[0.5], [0.05], [0.002], [0.0]])
+    top, idx = _topk_of_candidates(scores, keep, k)
+    ref_top, ref_idx = torch.topk(torch.where(keep, scores, -math.inf), k, dim=-1)
+    assert torch.equal(top, ref_top)
+    finite = torch.isfinite(ref_top)
+    assert torch.equal(idx[finite], ref_idx[finite]) and int(finite[3].sum()) == 0

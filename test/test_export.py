@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 
 from goodpoint_ros.backends.export import check_parity, export_onnx, main
 from goodpoint_ros.backends.graph import OUTPUT_NAMES
@@ -82,11 +83,15 @@ def test_bad_export_requests_fail_clearly(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-@pytest.mark.parametrize("radius", [1, 3, 4])
+@pytest.mark.parametrize("radius", [1, 2, 3, 4, 6])
 def test_cpu_window_max_equals_the_traced_max_pool(radius):
-    """The eager CPU NMS (shifted maxima) and the exported one (MaxPool) keep the same points,
-    ties and borders included."""
-    from goodpoint_ros.features import nms_mask
+    """The eager CPU NMS (shifted maxima by doubling) and the exported one (MaxPool) keep the
+    same points, ties and borders included; the window maxima themselves are equal."""
+    from goodpoint_ros.features import _window_max, nms_mask
+
+    y = torch.randn(1, 2, 23, 31)
+    pooled = F.max_pool2d(y, 2 * radius + 1, stride=1, padding=radius)
+    assert torch.equal(_window_max(y, radius), pooled)
 
     g = torch.Generator().manual_seed(radius)
     x = (torch.rand(2, 3, 37, 53, generator=g) * 20).round() / 20  # many exact ties
