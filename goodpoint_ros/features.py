@@ -162,12 +162,16 @@ def _topk_of_candidates(scores: torch.Tensor, keep: torch.Tensor, k: int) -> tup
 
 
 def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int) -> torch.Tensor:
-    """Sub-pixel positions: the score-weighted mean of the (2r+1)^2 window around each keypoint.
+    """Sub-pixel positions: a local soft-argmax over the (2r+1)^2 window around each keypoint,
+    weighted by the squared height above the window's lowest score.
 
-    A local soft-argmax on the heatmap (the common sub-pixel step of SuperPoint-style detectors),
-    so that points are not stuck on the integer grid that NMS and top-k pick from. ``scores`` is
-    BxNxHxW, ``keypoints`` BxNxKx2 integer (x, y); window pixels outside the map do not count.
-    Batched gathers only: no loop over keypoints, and it traces to ONNX.
+    Why not the plain score-weighted mean (the usual SuperPoint-style step): the score floor
+    under a peak weighs every window pixel alike and pulls the mean toward the window's centre,
+    the integer pixel NMS picked. Removing the floor and squaring (which damps the shoulders)
+    raised goodpoint_small's MMA@1 from 0.50 to 0.57 on 50 pairs of training photos at 640x480,
+    two seeds alike (docs/experiments/subpixel). ``scores`` is BxNxHxW, ``keypoints`` BxNxKx2
+    integer (x, y); window pixels outside the map do not count. Batched gathers only: no loop
+    over keypoints, and it traces to ONNX.
     """
     if radius <= 0:
         return keypoints
@@ -181,7 +185,8 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int)
     inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
     flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, n, -1)
     vals = torch.gather(scores.reshape(b, n, h * w).float(), 2, flat).view(b, n, k, -1)
-    weights = torch.where(inside, vals.clamp_min(0.0), torch.zeros_like(vals))
+    floor = torch.where(inside, vals, torch.full_like(vals, math.inf)).amin(-1, keepdim=True)
+    weights = torch.where(inside, (vals - floor).clamp_min(0.0) ** 2, torch.zeros_like(vals))
     total = weights.sum(-1, keepdim=True)
     shift = (weights[..., None] * offsets.to(weights)).sum(-2) / total.clamp_min(1e-12)
     return keypoints + torch.where(total > 0, shift, torch.zeros_like(shift))

@@ -59,6 +59,16 @@ def test_subpixel_refinement_recovers_an_off_grid_peak():
     assert model.detect(dense, sizes)[0]["keypoints"].tolist() == [[20.0, 13.0]]
 
 
+def test_subpixel_refinement_ignores_the_score_floor():
+    """A peak on a raised floor (a broad background response) is still found at its centre:
+    the plain score-weighted mean of the window is pulled two thirds of the way back to the
+    integer pixel by the floor's mass."""
+    ys, xs = torch.meshgrid(torch.arange(20).float(), torch.arange(20).float(), indexing="ij")
+    heat = (0.3 + torch.exp(-((xs - 10.4) ** 2 + (ys - 9.7) ** 2) / (2 * 0.8**2)))[None, None]
+    refined = refine_keypoints(heat, torch.tensor([[[[10.0, 10.0]]]]), 2)
+    assert torch.allclose(refined[0, 0, 0], torch.tensor([10.4, 9.7]), atol=0.08)
+
+
 def test_nms_never_keeps_two_points_closer_than_radius():
     g = torch.Generator().manual_seed(0)
     scores = torch.rand(2, 1, 50, 70, generator=g)
