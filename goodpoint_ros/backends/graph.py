@@ -18,7 +18,7 @@ from goodpoint_ros.models import BaseModel
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
 # Bump when the graph's inputs/outputs or post-processing change: it is part of the cache key.
-GRAPH_VERSION = 2  # 2: sub-pixel refinement (subpixel_radius)
+GRAPH_VERSION = 3  # 2: sub-pixel refinement (subpixel_radius); 3: refinement above the window floor, squared
 
 
 def keypoints_per_detector(model: BaseModel) -> int:
