@@ -73,7 +73,8 @@ def test_only_live_tracks_of_five_frames_are_drawn(stream) -> None:
     live = history[-1][1].tolist()
     long_ids = {i for i in live if lengths[i] >= 5}
     short_ids = {i for i in live if lengths[i] < 5}
-    assert len(long_ids) > 20 and len(short_ids) > 20  # both kinds are there to tell apart
+    # both kinds are there to tell apart (better weights track longer: 111 long, 14 short at 21500 steps)
+    assert len(long_ids) > 20 and len(short_ids) >= 5
 
     lines, ages = track_polylines(history, 5)
     assert sorted(ages.tolist()) == sorted(lengths[i] for i in long_ids)
