@@ -38,17 +38,18 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            # every script goes through goodpoint_ros.entry_points: a missing dependency is one line
             # ROS-free tools
-            "goodpoint-extract = goodpoint_ros.cli:extract_main",
-            "goodpoint-match = goodpoint_ros.cli:match_main",
-            "goodpoint-export = goodpoint_ros.backends.export:main",
-            "goodpoint-bag = goodpoint_ros.bag_tool:main",
-            "goodpoint-train = goodpoint_ros.training.train:main",
-            "goodpoint-eval = goodpoint_ros.training.evaluate:main",
+            "goodpoint-extract = goodpoint_ros.entry_points:extract",
+            "goodpoint-match = goodpoint_ros.entry_points:match",
+            "goodpoint-export = goodpoint_ros.entry_points:export",
+            "goodpoint-bag = goodpoint_ros.entry_points:bag",
+            "goodpoint-train = goodpoint_ros.entry_points:train",
+            "goodpoint-eval = goodpoint_ros.entry_points:evaluate",
             # ROS 2 nodes (`ros2 run goodpoint_ros extractor`)
-            "extractor = goodpoint_ros.ros.extractor_node:main",
-            "player = goodpoint_ros.ros.player:main",
-            "goodpoint-demo = goodpoint_ros.ros.demo:main",
+            "extractor = goodpoint_ros.entry_points:extractor",
+            "player = goodpoint_ros.entry_points:player",
+            "goodpoint-demo = goodpoint_ros.entry_points:demo",
         ],
     },
 )

@@ -8,6 +8,7 @@ wheel is built from a copy of the files git knows (tracked, or new and not ignor
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -85,14 +86,30 @@ def test_console_scripts_point_into_the_package(wheel):
         info = next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
         lines = z.read(info).decode().splitlines()
     scripts = dict(line.split(" = ") for line in lines if " = " in line)
-    assert scripts["goodpoint-train"] == "goodpoint_ros.training.train:main"
-    assert scripts["goodpoint-eval"] == "goodpoint_ros.training.evaluate:main"
+    assert scripts["goodpoint-train"] == "goodpoint_ros.entry_points:train"
+    assert scripts["extractor"] == "goodpoint_ros.entry_points:extractor"
     names = set(_names(wheel))
-    for target in scripts.values():
-        module = target.split(":")[0]
-        assert module.startswith("goodpoint_ros.")
+    assert "goodpoint_ros/entry_points.py" in names
+    from goodpoint_ros import entry_points
+
+    assert entry_points.train.target == "goodpoint_ros.training.train:main"
+    for script in scripts.values():
+        door_module, door = script.split(":")
+        assert door_module == "goodpoint_ros.entry_points"
+        module, func = getattr(entry_points, door).target.split(":")
         path = module.replace(".", "/")
-        assert f"{path}.py" in names or f"{path}/__init__.py" in names, target
+        assert f"{path}.py" in names or f"{path}/__init__.py" in names, script
+        assert callable(getattr(importlib.import_module(module), func)), script
+
+
+def test_a_missing_dependency_is_one_line_not_a_traceback():
+    """``ros2 run goodpoint_ros extractor`` on a machine without PyTorch (rosdep installs no
+    torch): one line naming the package, exit status 2."""
+    code = "import sys; sys.modules['torch'] = None\nfrom goodpoint_ros.entry_points import extractor\nextractor()"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'torch' is not installed" in lines[0] and lines[0].startswith("goodpoint_extractor:")
 
 
 def test_installed_training_imports_and_finds_its_configs(wheel, tmp_path):
