@@ -319,8 +319,12 @@ def test_slow_model_drops_frames_counts_them_and_keeps_latency_bounded():
         assert received >= 0.8 * n, d
         assert processed + dropped == received and dropped > 0 and processed >= 2
         extract_ms = float(d["extract_p50_ms"])
-        # keep-latest: a frame waits at most one extraction before its own, never a queue
-        assert float(d["latency_p95_ms"]) < 3.0 * extract_ms + 150.0, d
+        # keep-latest: a frame waits at most one extraction before its own, never a queue (a queue
+        # of this 60-frame burst would reach seconds). The p95 allows scheduling spikes: node,
+        # publisher and DDS share 2 cores, and once extraction got fast (82 ms p50) a 440 ms p95
+        # broke the old 3x + 150 ms bound in 1 fresh-clone run of 4.
+        assert float(d["latency_p50_ms"]) < 2.0 * extract_ms + 150.0, d
+        assert float(d["latency_p95_ms"]) < 3.0 * extract_ms + 500.0, d
         assert len(probe.keypoints) == processed
     finally:
         node.stop()
