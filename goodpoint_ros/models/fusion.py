@@ -46,21 +46,13 @@ class ConvAct(nn.Module):
         else:
             raise TypeError(f"no fused kernel for {type(act).__name__}")
         self.fused = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
-        self._cast: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weights in ``dtype``, cast once (autocast would cast them on every call)."""
-        if dtype not in self._cast:
-            w = self.conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
-            b = None if self.conv.bias is None else self.conv.bias.detach().to(dtype)
-            self._cast[dtype] = (w, b)
-        return self._cast[dtype]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and x.device.type == "cpu" and not torch.is_grad_enabled():
             dtype = _autocast_dtype("cpu") or x.dtype
-            w, b = self._weights(dtype)
-            c = self.conv
+            c = self.conv  # weights cast per call, as autocast does: under 1 MB a layer
+            w = c.weight.to(dtype).contiguous(memory_format=torch.channels_last)
+            b = None if c.bias is None else c.bias.to(dtype)
             try:
                 return torch.ops.mkldnn._convolution_pointwise(
                     x.to(dtype), w, b, list(c.padding), list(c.stride), list(c.dilation), c.groups,
