@@ -161,6 +161,24 @@ def _topk_of_candidates(scores: torch.Tensor, keep: torch.Tensor, k: int) -> tup
     return top, torch.gather(where, 1, sel)
 
 
+def window_scores(scores: torch.Tensor, keypoints: torch.Tensor, radius: int):
+    """The (2r+1)^2 scores around each keypoint, by batched gathers (no loop over keypoints; it
+    traces to ONNX): values BxNxKxS (S = window pixels, row-major), ``inside`` BxNxKxS (False
+    where the window leaves the map; those values are the clamped border's) and the Sx2 (x, y)
+    offsets. ``scores`` BxNxHxW, ``keypoints`` BxNxKx2 (x, y), rounded to their pixel."""
+    b, n, h, w = scores.shape
+    k = keypoints.shape[2]
+    r = torch.arange(-radius, radius + 1, device=scores.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], -1)  # Sx2 (x, y)
+    pos = keypoints.round().long()[..., None, :] + offsets  # BxNxKxSx2
+    x, y = pos[..., 0], pos[..., 1]
+    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+    flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, n, -1)
+    vals = torch.gather(scores.reshape(b, n, h * w).float(), 2, flat).view(b, n, k, -1)
+    return vals, inside, offsets
+
+
 def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int) -> torch.Tensor:
     """Sub-pixel positions: a local soft-argmax over the (2r+1)^2 window around each keypoint,
     weighted by the squared height above the window's lowest score.
@@ -175,16 +193,7 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int)
     """
     if radius <= 0:
         return keypoints
-    b, n, h, w = scores.shape
-    k = keypoints.shape[2]
-    r = torch.arange(-radius, radius + 1, device=scores.device)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], -1)  # Sx2 (x, y)
-    pos = keypoints.round().long()[..., None, :] + offsets  # BxNxKxSx2
-    x, y = pos[..., 0], pos[..., 1]
-    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
-    flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, n, -1)
-    vals = torch.gather(scores.reshape(b, n, h * w).float(), 2, flat).view(b, n, k, -1)
+    vals, inside, offsets = window_scores(scores, keypoints, radius)
     floor = torch.where(inside, vals, torch.full_like(vals, math.inf)).amin(-1, keepdim=True)
     weights = torch.where(inside, (vals - floor).clamp_min(0.0) ** 2, torch.zeros_like(vals))
     total = weights.sum(-1, keepdim=True)

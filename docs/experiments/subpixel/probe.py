@@ -18,16 +18,7 @@ import goodpoint_ros.features as feat
 
 def window(scores: torch.Tensor, keypoints: torch.Tensor, radius: int):
     """Scores of the (2r+1)^2 window around each keypoint (0 outside the map) and the offsets."""
-    b, n, h, w = scores.shape
-    k = keypoints.shape[2]
-    r = torch.arange(-radius, radius + 1)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], -1)
-    pos = keypoints.round().long()[..., None, :] + offsets
-    x, y = pos[..., 0], pos[..., 1]
-    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
-    flat = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, n, -1)
-    vals = torch.gather(scores.reshape(b, n, h * w).float(), 2, flat).view(b, n, k, -1)
+    vals, inside, offsets = feat.window_scores(scores, keypoints, radius)
     return torch.where(inside, vals.clamp_min(0), torch.zeros_like(vals)), offsets.float()
 
 
