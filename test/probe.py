@@ -144,6 +144,42 @@ class Probe:
         if not self.spin_until(lambda: pub.get_subscription_count() > 0, timeout):
             raise RuntimeError(f"nobody subscribed to {pub.topic_name}")
 
+    def subscribe_all(self) -> None:
+        """Also subscribe to ``~/tracks`` and ``~/odometry`` (recorded in ``self.other``), so that
+        every output of the node has a subscriber, as on a robot running a SLAM front end."""
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import PointCloud
+
+        self.record(PointCloud, f"{self.prefix}/tracks", lambda m: m.header)
+        self.record(Odometry, f"{self.prefix}/odometry", lambda m: m.header)
+
+    def play_camera(self, pub, info_pub, frames, rate: float, base: int, info=None, stamps=None) -> dict:
+        """Publish ``frames`` at ``rate`` Hz like a camera driver: each image with its camera_info
+        (same stamp), on a wall-clock schedule that does not wait for the node. Returns the sent
+        stamps (``stamps`` overrides them: a list of builtin_interfaces Time) and the send times."""
+        from sensor_msgs.msg import CameraInfo
+
+        from goodpoint_ros.ros.conversions import numpy_to_image
+
+        h, w = frames[0].shape[:2]
+        if info is None:
+            f = 0.9 * w
+            info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+            info.k = [f, 0.0, w / 2, 0.0, f, h / 2, 0.0, 0.0, 1.0]
+        sent: list[tuple[tuple[int, int], float]] = []
+        t0 = time.monotonic()
+        for i, frame in enumerate(frames):
+            msg = numpy_to_image(frame, "rgb8")
+            msg.header.stamp = stamps[i] if stamps is not None else self.stamp(i, base)
+            msg.header.frame_id = info.header.frame_id = "camera"
+            info.header.stamp = msg.header.stamp
+            pub.publish(msg)
+            if info_pub is not None:
+                info_pub.publish(info)
+            sent.append(((msg.header.stamp.sec, msg.header.stamp.nanosec), time.monotonic()))
+            self.spin(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
+        return {"sent": sent}
+
     def stamp(self, i: int, base: int = 1_000):
         from builtin_interfaces.msg import Time
 

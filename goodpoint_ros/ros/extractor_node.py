@@ -5,9 +5,11 @@ malformed one is counted in ``malformed`` and ``decode_errors`` and never stored
 newest frame (or synchronised set) in a one-item slot; a worker thread runs the model on whatever
 is newest. A slow model therefore never builds a backlog: frames overwritten in the slot are
 counted as dropped. Frames lost before the callback are counted from header-stamp gaps
-(``accounting.StampGaps``) and, where the RMW reports it, its message-lost event; the input
-callbacks have a callback group of their own so the reader's queue is drained while other
-callbacks run (measured: ~50% of a 640x480 30 Hz stream lost without it). Matching, tracks and
+(``accounting.StampGaps``) and, where the RMW reports it, its message-lost event. The ROS side
+runs on a ``SingleThreadedExecutor``: every callback is O(1) (the model runs on the worker
+thread), and rclpy 9's ``MultiThreadedExecutor`` re-queues a ready callback in a busy loop while
+it waits for a pool thread (rclpy #1452): with camera_info and every output subscribed the node
+fell to 1-2 Hz in about half of all 10-second trials at 30 Hz (test_node_live.py). Matching, tracks and
 odometry run only while an output that needs them has a subscriber; keypoints always.
 Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
 Once ``camera_info`` has arrived, ``~/tracks`` (VINS-Fusion layout) and ``~/odometry`` follow the
@@ -29,8 +31,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -135,9 +136,6 @@ class ExtractorNode(Node):
         self.overheads = TimeWindow(window)  # per frame: in-node latency minus extraction
         self.in_rate, self.out_rate = RateCounter(window), RateCounter(window)
         self.outputs: dict[str, str] = {}  # output -> active | idle (no subscribers) | off (...), last frame
-        # Input callbacks in a group of their own, so a slow diagnostics/parameter callback never
-        # delays taking frames out of the reader's queue (the executor has two threads).
-        self._input_group = MutuallyExclusiveCallbackGroup()
         self._warned: dict[str, float] = {}
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
 
@@ -238,8 +236,7 @@ class ExtractorNode(Node):
         kwargs: dict[str, Any] = {}
         if overridable and QoSOverridingOptions is not None:
             kwargs["qos_overriding_options"] = QoSOverridingOptions.with_default_policies()
-        if overridable:  # image inputs: their own callback group, the loss counters below
-            kwargs["callback_group"] = self._input_group
+        if overridable:  # image inputs: the loss counters below
             self.gaps[topic] = StampGaps()
         sub = None
         if overridable and SubscriptionEventCallbacks is not None:
@@ -588,7 +585,7 @@ def main(args: list[str] | None = None) -> None:
     code = 0
     try:
         node = ExtractorNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = SingleThreadedExecutor()  # why not multi-threaded: the module docstring
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
