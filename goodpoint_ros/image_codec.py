@@ -6,9 +6,16 @@ rclpy or a message package: a message is any object with ``encoding``, ``height`
 ``step``, ``is_bigendian`` and ``data`` (Image) or ``format`` and ``data`` (CompressedImage), so
 rclpy messages and ``rosbags`` deserialised messages both work.
 
+Raw encodings (``sensor_msgs/image_encodings.hpp`` names, matched case-insensitively: ``8uc1`` is
+``8UC1``): mono8/8UC1, mono16/16UC1, 32FC1, rgb8/bgr8/8UC3, rgba8/bgra8/8UC4, rgb16/bgr16,
+rgba16/bgra16, Bayer ``bayer_{rggb,bggr,gbrg,grbg}{8,16}``, and what USB and embedded camera drivers
+publish: ``yuv422`` (UYVY, usb_cam's), ``yuv422_yuy2`` (YUYV) and the 4:2:0 ``nv12``/``nv21`` (a Y
+plane, then a half-height plane of interleaved chroma, both ``step`` bytes a row). Colour is
+converted by OpenCV's codes, as cv_bridge does, so YUV decodes with OpenCV's BT.601 coefficients.
 Raw images are parsed with ``np.frombuffer`` after checking encoding, step and size, so a malformed
-message raises one ``ImageDecodeError`` with a one-line reason instead of garbage or a crash.
-Encodings are matched case-insensitively (``8uc1`` is ``8UC1``).
+message raises one ``ImageDecodeError`` with a one-line reason instead of garbage or a crash; an
+encoding or compressed format that is not supported raises its subclass
+``UnsupportedEncodingError`` (a configuration problem, not a corrupt message).
 
 Decompression bombs: every decode function takes ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``,
 10 MP, a little above 4K: 3840x2160, 4096x2160 and 3840x2400 pass, 5K is refused; ``None`` or 0
@@ -16,8 +23,9 @@ disables the check).
 A raw image's ``width*height`` and a compressed image's header (PNG IHDR, JPEG SOFn, WebP
 VP8/VP8L/VP8X, BMP, PNM, TIFF) are checked before anything is allocated or decoded, so a 16 KB PNG
 that claims 16000x16000 costs nothing. Compressed formats whose header is not read here (GIF, AVIF,
-HDR, JPEG 2000...) are refused, never decoded unchecked. Both refusals are ``ImageDecodeError``s, so
-callers count them with the other decode errors.
+HDR, JPEG 2000...) are refused, never decoded unchecked (a recognised one as
+``UnsupportedEncodingError``). Both refusals are ``ImageDecodeError``s, so callers count them with
+the other decode errors.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import numpy as np
 
 __all__ = [
     "ImageDecodeError",
+    "UnsupportedEncodingError",
     "ENCODINGS",
+    "PLANAR_ENCODINGS",
     "DEFAULT_MAX_PIXELS",
     "encoded_size",
     "check_pixels",
@@ -55,9 +65,17 @@ class ImageDecodeError(ValueError):
     """An image message that cannot be decoded (unknown encoding, bad step/size, corrupt data)."""
 
 
+class UnsupportedEncodingError(ImageDecodeError):
+    """An encoding (or compressed format) this module does not decode: every message on the topic
+    will fail the same way, so it is a setup problem rather than one malformed message. A subclass,
+    so that callers counting ``ImageDecodeError`` count it too."""
+
+
 _U8, _U16, _F32 = np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)
 
-# encoding -> (numpy dtype, channels); the names of sensor_msgs/image_encodings.hpp
+# encoding -> (numpy dtype, channels) of one pixel as ``image_to_numpy`` returns it (HxW or HxWxC);
+# the names of sensor_msgs/image_encodings.hpp. The packed 4:2:2 YUV encodings are 2 bytes a pixel
+# (as cv_bridge's CV_8UC2): luma and one of the pair's two chroma samples.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "mono8": (_U8, 1),
     "8UC1": (_U8, 1),
@@ -78,16 +96,48 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "bayer_bggr8": (_U8, 1),
     "bayer_gbrg8": (_U8, 1),
     "bayer_grbg8": (_U8, 1),
+    "bayer_rggb16": (_U16, 1),
+    "bayer_bggr16": (_U16, 1),
+    "bayer_gbrg16": (_U16, 1),
+    "bayer_grbg16": (_U16, 1),
+    "yuv422": (_U8, 2),  # UYVY: U0 Y0 V0 Y1 for each pixel pair
+    "yuv422_yuy2": (_U8, 2),  # YUYV: Y0 U0 Y1 V0
+}
+# 4:2:0 encodings whose image is not one array of pixels: a full-resolution Y plane of ``height``
+# rows, then ``height/2`` rows of interleaved chroma (UV for nv12, VU for nv21), each ``step``
+# bytes. (dtype, channels) as in ENCODINGS, but ``image_to_numpy`` returns the (height*3/2)xwidth
+# array OpenCV's converters take, so these are kept apart from ENCODINGS (whose entries an
+# HxW(xC) array of that dtype fills, e.g. for building messages).
+PLANAR_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "nv12": (_U8, 1),
+    "nv21": (_U8, 1),
 }
 # depth images: millimetres in uint16, metres in float32 (REP 118)
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
-_CANONICAL = {name.lower(): name for name in ENCODINGS}
-# OpenCV names Bayer patterns after the second row's first two pixels, so ROS rggb = cv2 BayerBG.
+_CANONICAL = {name.lower(): name for name in (*ENCODINGS, *PLANAR_ENCODINGS)}
+# for the refusal message: one line, the Bayer family folded
+_SUPPORTED = ", ".join(
+    [n for n in (*ENCODINGS, *PLANAR_ENCODINGS) if not n.startswith("bayer_")] + ["bayer_{rggb,bggr,gbrg,grbg}{8,16}"]
+)
+# OpenCV names Bayer patterns after the second row's first two pixels, so ROS rggb = cv2 BayerBG;
+# its demosaicing keeps uint16, so the 16-bit patterns use the same codes.
 _BAYER_TO_RGB = {
-    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
-    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
-    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
-    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+    f"bayer_{ros}{bits}": code
+    for ros, code in (
+        ("rggb", cv2.COLOR_BayerBG2RGB),
+        ("bggr", cv2.COLOR_BayerRG2RGB),
+        ("gbrg", cv2.COLOR_BayerGR2RGB),
+        ("grbg", cv2.COLOR_BayerGB2RGB),
+    )
+    for bits in (8, 16)
+}
+_YUV422 = ("yuv422", "yuv422_yuy2")
+# chroma-subsampled YUV -> RGB, the codes cv_bridge uses for the same encodings
+_YUV_TO_RGB = {
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    "nv12": cv2.COLOR_YUV2RGB_NV12,
+    "nv21": cv2.COLOR_YUV2RGB_NV21,
 }
 _COMPRESSED_DEPTH_HEADER = 12  # compressed_depth_image_transport: config header before the PNG
 
@@ -97,10 +147,11 @@ DEFAULT_MAX_PIXELS = 10_000_000
 
 
 def canonical_encoding(encoding: str) -> str:
-    """The ``ENCODINGS`` key for ``encoding`` (any case), or ``ImageDecodeError``."""
+    """The ``ENCODINGS`` or ``PLANAR_ENCODINGS`` key for ``encoding`` (any case), or
+    ``UnsupportedEncodingError`` naming it."""
     name = _CANONICAL.get(str(encoding).lower())
     if name is None:
-        raise ImageDecodeError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
+        raise UnsupportedEncodingError(f"unsupported encoding '{encoding}' (supported: {_SUPPORTED})")
     return name
 
 
@@ -192,11 +243,36 @@ def _pnm_size(data: bytes) -> tuple[int, int]:
     return fields[0], fields[1]
 
 
+_ACCEPTED_FORMATS = "PNG, JPEG, WebP, BMP, PNM, TIFF"
+# recognised but never decoded (their headers are not read here): leading bytes -> name
+_UNSUPPORTED_FORMATS = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"\x00\x00\x00\x0cjP  \r\n": "JPEG 2000",
+    b"\xff\x4f\xff\x51": "JPEG 2000",
+    b"#?RADIANCE": "Radiance HDR",
+    b"#?RGBE": "Radiance HDR",
+    b"\x76\x2f\x31\x01": "OpenEXR",
+}
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def _unsupported_format(head: bytes) -> str | None:
+    """The name of a known image format that is refused (not decoded here), or None."""
+    for magic, name in _UNSUPPORTED_FORMATS.items():
+        if head.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF/AVIF"
+    return None
+
+
 def encoded_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) read from an image file's header without decoding it.
 
-    ``ImageDecodeError`` for a truncated or corrupt header and for formats whose header is not
-    read here (so that nothing is ever decoded without its size being known first)."""
+    ``ImageDecodeError`` for a truncated or corrupt header and for unrecognised bytes;
+    ``UnsupportedEncodingError`` for a recognised format whose header is not read here (so that
+    nothing is ever decoded without its size being known first)."""
     head = data[:32]
     try:
         if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -240,8 +316,13 @@ def encoded_size(data: bytes) -> tuple[str, int, int]:
             return ("TIFF", *_tiff_size(data))
     except (struct.error, IndexError):
         raise ImageDecodeError("image header truncated") from None
+    name = _unsupported_format(bytes(head))
+    if name is not None:
+        raise UnsupportedEncodingError(
+            f"unsupported image format {name} (first bytes {bytes(head[:8])!r}); accepted: {_ACCEPTED_FORMATS}"
+        )
     raise ImageDecodeError(
-        f"unsupported or unknown image format (first bytes {bytes(head[:8])!r}); accepted: PNG, JPEG, WebP, BMP, PNM, TIFF"
+        f"unsupported or unknown image format (first bytes {bytes(head[:8])!r}); accepted: {_ACCEPTED_FORMATS}"
     )
 
 
@@ -254,7 +335,7 @@ def decode_bytes(data: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS, what: s
     try:
         fmt, w, h = encoded_size(buf.tobytes())
     except ImageDecodeError as e:
-        raise ImageDecodeError(f"could not decode {what}: {e}") from None
+        raise type(e)(f"could not decode {what}: {e}") from None  # an unsupported format stays one
     if w == 0 or h == 0:
         raise ImageDecodeError(f"could not decode {what}: {fmt} header declares an empty {w}x{h} image")
     check_pixels(w, h, max_pixels, f"{what}: {fmt}")
@@ -282,43 +363,58 @@ def _buffer(data: Any) -> np.ndarray:
 
 def _raw_layout(msg: Any, max_pixels: int | None) -> tuple[str, np.dtype, int, int, int, int, int]:
     """(encoding, dtype, channels, height, width, step, bytes per row) of a raw Image, checked from
-    its fields alone (known encoding, non-empty, ``max_pixels``, step >= one row): the shared
-    first half of decoding it and of checking it on arrival."""
+    its fields alone (known encoding, non-empty, ``max_pixels``, step >= one row, even sizes where
+    chroma is shared by pixel pairs or 2x2 blocks): the shared first half of decoding it and of
+    checking it on arrival. For ``PLANAR_ENCODINGS`` a row is one row of either plane."""
     enc = canonical_encoding(msg.encoding)
-    dtype, channels = ENCODINGS[enc]
+    dtype, channels = ENCODINGS[enc] if enc in ENCODINGS else PLANAR_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ImageDecodeError(f"empty {enc} image ({w}x{h})")
     check_pixels(w, h, max_pixels, f"{enc} image")
+    if enc in PLANAR_ENCODINGS and (w % 2 or h % 2):
+        raise ImageDecodeError(f"{enc} image {w}x{h}: width and height must be even (4:2:0 chroma covers 2x2 pixels)")
+    if enc in _YUV422 and w % 2:
+        raise ImageDecodeError(f"{enc} image {w}x{h}: width must be even (4:2:2 chroma covers pixel pairs)")
     row = w * channels * dtype.itemsize
     if step < row:
         raise ImageDecodeError(f"{enc} image: step {step} is smaller than width*channels*bytes = {row}")
     return enc, dtype, channels, h, w, step, row
 
 
+def _stored_rows(enc: str, h: int) -> int:
+    """Rows of ``step`` bytes in the data: ``h``, or ``h*3/2`` for a Y plane plus a 4:2:0 chroma plane."""
+    return h * 3 // 2 if enc in PLANAR_ENCODINGS else h
+
+
 def _check_data_size(enc: str, h: int, w: int, step: int, size: int) -> None:
-    """A raw Image's data must hold exactly step*height bytes."""
-    if size != step * h:
-        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {size} bytes but step*height = {step * h}")
+    """A raw Image's data must hold exactly step*height bytes (step*height*3/2 for nv12/nv21)."""
+    rows = _stored_rows(enc, h)
+    if size != step * rows:
+        rule = "step*height*3/2" if rows != h else "step*height"
+        raise ImageDecodeError(f"{enc} image {w}x{h}: data holds {size} bytes but {rule} = {step * rows}")
 
 
 def _check_depth_encoding(msg: Any) -> None:
-    """Depth comes as 16UC1/mono16 (mm) or 32FC1 (m); anything else is an ``ImageDecodeError``."""
+    """Depth comes as 16UC1/mono16 (mm) or 32FC1 (m); anything else is an
+    ``UnsupportedEncodingError`` (a colour camera wired to the depth input fails every frame)."""
     if canonical_encoding(msg.encoding) not in DEPTH_ENCODINGS:
-        raise ImageDecodeError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
+        raise UnsupportedEncodingError(f"depth must be 16UC1 or 32FC1, got '{msg.encoding}'")
 
 
 def image_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An Image as HxW or HxWxC array in its own encoding and dtype (no colour conversion; zero
-    copy unless big-endian). Row padding (``step`` > width*channels*bytes) is skipped. More than
-    ``max_pixels`` is refused before anything else: later stages (colour, float, the network)
-    would multiply the memory."""
+    copy unless big-endian): yuv422 variants as HxWx2 bytes, nv12/nv21 as (H*3/2)xW bytes (Y plane
+    over chroma plane), the layouts OpenCV converts. Row padding (``step`` > width*channels*bytes)
+    is skipped. More than ``max_pixels`` is refused before anything else: later stages (colour,
+    float, the network) would multiply the memory."""
     enc, dtype, channels, h, w, step, row = _raw_layout(msg, max_pixels)
     buf = _buffer(msg.data)
     _check_data_size(enc, h, w, step, buf.size)
-    rows = buf.reshape(h, step)[:, :row]
+    n = _stored_rows(enc, h)
+    rows = buf.reshape(n, step)[:, :row]
     dt = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
-    out = rows.view(dt).reshape((h, w, channels) if channels > 1 else (h, w))
+    out = rows.view(dt).reshape((n, w, channels) if channels > 1 else (n, w))
     if dt.byteorder == ">":
         out = out.astype(dtype.newbyteorder("="))
     return out
@@ -360,11 +456,14 @@ def compressed_to_numpy(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
-    """``image_to_numpy`` output -> RGB (HxWx3) or single-channel, dtype kept: Bayer is demosaiced,
-    BGR(A) reordered, alpha dropped. 8UC3 is taken as RGB, 8UC4 as RGBA."""
+    """``image_to_numpy`` output -> RGB (HxWx3) or single-channel, dtype kept: Bayer is demosaiced
+    (8 or 16 bit), YUV converted, BGR(A) reordered, alpha dropped. 8UC3 is taken as RGB, 8UC4 as
+    RGBA."""
     enc = canonical_encoding(encoding)
     if enc in _BAYER_TO_RGB:
         return cv2.cvtColor(np.ascontiguousarray(image), _BAYER_TO_RGB[enc])
+    if enc in _YUV_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(image), _YUV_TO_RGB[enc])
     if enc in ("bgr8", "bgr16"):
         return image[..., ::-1]
     if enc in ("bgra8", "bgra16"):
@@ -458,11 +557,13 @@ def check_message(msg: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, dept
     """``ImageDecodeError`` when a message cannot decode, judged from its fields and header only.
 
     Raw images: known encoding (a depth encoding when ``depth``), non-zero size, ``max_pixels``,
-    step >= one row, data size == step*height, all O(1). Compressed images: non-empty, then the
-    file header's size (``encoded_size``: a few header bytes, no decoding) against
-    ``max_pixels``. A receiver calls this on arrival so that a malformed message is counted as
-    an error even when a newer frame replaces it before it is decoded; what passes may still
-    fail to decode (corrupt compressed data), which ``decode_image`` then reports."""
+    even sizes for YUV, step >= one row, data size == step*height (*3/2 for nv12/nv21), all
+    O(1). Compressed images: non-empty, then the file header's size (``encoded_size``: a few
+    header bytes, no decoding) against ``max_pixels``. An encoding or format that is not
+    supported raises ``UnsupportedEncodingError``. A receiver calls this on arrival so that a
+    malformed message is counted as an error even when a newer frame replaces it before it is
+    decoded; what passes may still fail to decode (corrupt compressed data), which
+    ``decode_image`` then reports."""
     if hasattr(msg, "format"):  # CompressedImage
         fmt = str(msg.format)
         header, _ = _compressed_layout(fmt)

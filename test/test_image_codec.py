@@ -17,7 +17,11 @@ import pytest
 
 from goodpoint_ros.image_codec import (
     DEFAULT_MAX_PIXELS,
+    ENCODINGS,
+    PLANAR_ENCODINGS,
     ImageDecodeError,
+    UnsupportedEncodingError,
+    check_message,
     compressed_is_plain,
     compressed_to_numpy,
     decode_bytes,
@@ -26,6 +30,7 @@ from goodpoint_ros.image_codec import (
     encoded_size,
     image_to_numpy,
     to_model_input,
+    to_rgb,
 )
 
 
@@ -126,9 +131,17 @@ def test_bayer_rggb8_demosaic(rgb):
 
 
 def test_unknown_encoding_names_it(rgb):
-    with pytest.raises(ImageDecodeError, match=r"unsupported encoding 'yuv422_weird' \(supported: mono8, ") as e:
+    with pytest.raises(
+        UnsupportedEncodingError, match=r"unsupported encoding 'yuv422_weird' \(supported: mono8, "
+    ) as e:
         decode_image(image(rgb, "yuv422_weird"))
-    assert "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300, msg  # logged: one line, short
+    for name in ("rgb8", "yuv422_yuy2", "nv12", "nv21", "bayer_"):
+        assert name in msg, name
+    assert isinstance(e.value, ImageDecodeError)  # callers that count ImageDecodeError still do
+    with pytest.raises(UnsupportedEncodingError, match="'yuv422_weird'"):
+        check_message(image(rgb, "yuv422_weird"))
 
 
 def test_truncated_and_bad_step(rgb):
@@ -302,7 +315,7 @@ def test_truncated_corrupt_or_unknown_headers_are_one_clean_error(rgb):
         "jpeg cut before SOF": (jpg[:30], "JPEG"),
         "jpeg SOS before SOF": (b"\xff\xd8\xff\xda\x00\x02" + bytes(50), "scan data before a frame header"),
         "random bytes": (np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes(), "unknown image format"),
-        "gif": (gif, r"unsupported or unknown image format \(first bytes b'GIF89a"),
+        "gif": (gif, r"unsupported image format GIF \(first bytes b'GIF89a"),
         "png data cut": (png[: len(png) // 2], "data is corrupt or truncated"),
     }
     for name, (blob, reason) in cases.items():
@@ -389,3 +402,188 @@ def test_randomly_corrupted_files_decode_within_the_limit_or_raise_one_error(pho
             assert out.shape[0] * out.shape[1] <= limit, out.shape
             outcomes["decoded"] += 1
     assert outcomes["decoded"] > 100 and outcomes["refused"] > 100, outcomes
+
+
+# ---------------------------------------------------------------- what camera drivers publish: YUV, 16-bit Bayer
+
+
+def yuv_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y (HxW), U and V (H/2 x W/2) of ``rgb`` by OpenCV's own RGB -> I420 conversion."""
+    h, w = rgb.shape[:2]
+    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    u = i420[h : h + h // 4].reshape(h // 2, w // 2)
+    v = i420[h + h // 4 :].reshape(h // 2, w // 2)
+    return i420[:h], u, v
+
+
+def packed_422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """HxWx2 packed 4:2:2 bytes in ``order`` ("UYVY" or "YUYV"); each chroma row pair of the 4:2:0
+    planes is repeated, which is enough for a picture close to ``rgb``."""
+    y, u, v = yuv_planes(rgb)
+    u, v = np.repeat(u, 2, axis=0), np.repeat(v, 2, axis=0)
+    flat = np.empty((y.shape[0], y.shape[1] * 2), np.uint8)  # 4 bytes per pixel pair
+    ys, cs = (slice(1, None, 2), 0) if order == "UYVY" else (slice(0, None, 2), 1)
+    flat[:, ys] = y
+    flat[:, cs::4] = u
+    flat[:, cs + 2 :: 4] = v
+    return flat.reshape(y.shape[0], y.shape[1], 2)
+
+
+def semi_planar_420(rgb: np.ndarray, vu: bool) -> np.ndarray:
+    """(H*3/2)xW NV12 (UV interleaved) or NV21 (``vu``) bytes of ``rgb``."""
+    y, u, v = yuv_planes(rgb)
+    chroma = np.dstack([v, u] if vu else [u, v]).reshape(y.shape[0] // 2, y.shape[1])
+    return np.vstack([y, chroma])
+
+
+def yuv_message(data: np.ndarray, encoding: str, height: int, pad: int = 0) -> SimpleNamespace:
+    """``image()`` for packed or planar YUV, whose image height is not the array's."""
+    msg = image(data, encoding, pad=pad)
+    msg.height = height
+    return msg
+
+
+YUV_CASES = {  # encoding -> (bytes of an RGB picture, OpenCV's conversion back)
+    "yuv422": (lambda rgb: packed_422(rgb, "UYVY"), cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (lambda rgb: packed_422(rgb, "YUYV"), cv2.COLOR_YUV2RGB_YUY2),
+    "nv12": (lambda rgb: semi_planar_420(rgb, vu=False), cv2.COLOR_YUV2RGB_NV12),
+    "nv21": (lambda rgb: semi_planar_420(rgb, vu=True), cv2.COLOR_YUV2RGB_NV21),
+}
+
+
+@pytest.mark.parametrize("encoding,order", [("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
+def test_packed_422_as_opencv_encodes_it(photo, encoding, order):
+    """The packed bytes built here are laid out as OpenCV's own RGB -> 4:2:2 encoder lays them out
+    (its rounding may differ by one), and what that encoder writes decodes back to the photo."""
+    code = getattr(cv2, f"COLOR_RGB2YUV_{order}", None)
+    if code is None:
+        pytest.skip(f"OpenCV without RGB -> {order}")
+    theirs = cv2.cvtColor(photo, code)
+    diff = np.abs(packed_422(photo, order).astype(int) - theirs)
+    luma = 1 if order == "UYVY" else 0
+    assert diff[..., luma].max() <= 1 and diff[..., 1 - luma].mean() < 3, diff.mean(axis=(0, 1))
+    err = np.abs(decode_image(image(theirs, encoding)).astype(int) - photo.astype(int)).mean()
+    assert err < 4, err
+
+
+@pytest.mark.parametrize("encoding", list(YUV_CASES))
+@pytest.mark.parametrize("pad", [0, 6])
+def test_yuv_decodes_as_opencv_converts_the_same_bytes(photo, encoding, pad):
+    build, code = YUV_CASES[encoding]
+    h, w = photo.shape[:2]
+    data = build(photo)
+    msg = yuv_message(data, encoding, h, pad=pad)
+    assert msg.step == (2 * w if encoding.startswith("yuv422") else w) + pad
+    assert len(msg.data) == msg.step * (h * 3 // 2 if encoding.startswith("nv") else h)
+    check_message(msg)  # valid on arrival
+    raw = image_to_numpy(msg)
+    np.testing.assert_array_equal(raw, data)  # padding skipped, planes in OpenCV's layout
+    out = decode_image(msg)
+    assert out.dtype == np.uint8 and out.shape == photo.shape
+    np.testing.assert_array_equal(out, cv2.cvtColor(data, code))  # exactly OpenCV's (and cv_bridge's) result
+    np.testing.assert_array_equal(to_model_input(raw, encoding), out)
+    err = np.abs(out.astype(int) - photo.astype(int)).mean()
+    assert err < 4, err  # the picture comes back (a swapped chroma or byte order is > 15 off)
+    assert encoding.upper() not in ENCODINGS  # names are matched case-insensitively
+    np.testing.assert_array_equal(decode_image(yuv_message(data, encoding.upper(), h, pad=pad)), out)
+
+
+def test_yuv_tables():
+    assert ENCODINGS["yuv422"] == ENCODINGS["yuv422_yuy2"] == (np.dtype(np.uint8), 2)  # cv_bridge's CV_8UC2
+    assert set(PLANAR_ENCODINGS) == {"nv12", "nv21"} and not set(PLANAR_ENCODINGS) & set(ENCODINGS)
+    for pattern in ("rggb", "bggr", "gbrg", "grbg"):
+        assert ENCODINGS[f"bayer_{pattern}16"] == (np.dtype(np.uint16), 1)
+
+
+def refused(msg: SimpleNamespace, reason: str) -> None:
+    """``msg`` is a malformed message (not an unsupported encoding) for both the arrival check and
+    decoding, with the same one-line reason."""
+    for check in (check_message, decode_image):
+        with pytest.raises(ImageDecodeError, match=reason) as e:
+            check(msg)
+        assert not isinstance(e.value, UnsupportedEncodingError), e.value
+        assert "\n" not in str(e.value)
+
+
+def test_yuv_odd_sizes_are_refused(photo):
+    odd = photo[:, :-1]  # 319 wide
+    data = np.zeros((odd.shape[0], 319, 2), np.uint8)
+    for enc in ("yuv422", "yuv422_yuy2"):
+        refused(image(data, enc), rf"{enc} image 319x240: width must be even")
+    nv = semi_planar_420(photo, vu=False)
+    for enc in ("nv12", "nv21"):
+        msg = yuv_message(nv, enc, 240)
+        msg.width = 319
+        refused(msg, rf"{enc} image 319x240: width and height must be even")
+        msg = yuv_message(nv[:-1], enc, 239)  # 239 rows of Y and 119.5 of chroma cannot be
+        refused(msg, rf"{enc} image 320x239: width and height must be even")
+
+
+def test_yuv_short_buffer_and_bad_step_are_refused(photo):
+    h, w = photo.shape[:2]
+    for enc in ("nv12", "nv21"):
+        msg = yuv_message(YUV_CASES[enc][0](photo), enc, h, pad=4)
+        msg.data = msg.data[: msg.step * h]  # the Y plane without its chroma
+        refused(msg, rf"{enc} image 320x240: data holds {324 * 240} bytes but step\*height\*3/2 = {324 * 360}")
+        msg = yuv_message(YUV_CASES[enc][0](photo), enc, h)
+        msg.step = w - 1
+        refused(msg, rf"{enc} image: step 319 is smaller than width\*channels\*bytes = 320")
+    for enc in ("yuv422", "yuv422_yuy2"):
+        msg = yuv_message(YUV_CASES[enc][0](photo), enc, h)
+        msg.data = msg.data[:-2]
+        refused(msg, rf"{enc} image 320x240: data holds {640 * 240 - 2} bytes but step\*height = {640 * 240}")
+        msg = yuv_message(YUV_CASES[enc][0](photo), enc, h)
+        msg.step = w  # one byte a pixel is a mono8 step, not a 4:2:2 one
+        refused(msg, rf"{enc} image: step 320 is smaller than width\*channels\*bytes = 640")
+
+
+# ROS names a Bayer pattern by its first two rows; OpenCV by the second row, hence the crossed codes
+BAYER16 = {
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
+}
+
+
+@pytest.mark.parametrize("pattern", list(BAYER16))
+@pytest.mark.parametrize("big", [False, True])
+def test_bayer16_demosaics_every_pattern_and_byte_order(photo, pattern, big):
+    # a 12-bit camera: values whose two bytes differ, so a wrong byte order cannot go unseen
+    rgb12 = photo.astype(np.uint16) * 16 + 5
+    mosaic = np.zeros(photo.shape[:2], np.uint16)
+    for i, channel in enumerate(pattern):  # the 2x2 cell row by row
+        mosaic[i // 2 :: 2, i % 2 :: 2] = rgb12[i // 2 :: 2, i % 2 :: 2, "rgb".index(channel)]
+    encoding = f"bayer_{pattern}16"
+    msg = image(mosaic, encoding, big=big, pad=4)
+    assert msg.step == 320 * 2 + 4
+    check_message(msg)
+    raw = image_to_numpy(msg)
+    assert raw.dtype == np.uint16 and raw.dtype.isnative
+    np.testing.assert_array_equal(raw, mosaic)
+    colour = to_rgb(raw, encoding)
+    assert colour.dtype == np.uint16 and colour.shape == photo.shape
+    np.testing.assert_array_equal(colour, cv2.cvtColor(mosaic, BAYER16[pattern]))
+    err = np.abs((colour >> 4).astype(int) - photo.astype(int)).mean()
+    assert err < 6, err  # a wrong pattern is > 15 off on this photo
+    out = decode_image(msg)  # 16-bit colour, like rgb16: stretched to [0, 1] for the model
+    assert out.dtype == np.float32 and out.shape == photo.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0 and out.std() > 0.1
+
+
+def test_unsupported_is_told_apart_from_malformed(rgb, photo):
+    with pytest.raises(UnsupportedEncodingError, match="'yuv420_planar_x'"):
+        decode_image(image(rgb, "yuv420_planar_x"))
+    bad_step = image(rgb, "rgb8")
+    bad_step.step = 10
+    refused(bad_step, "rgb8 image: step 10 is smaller")
+    with pytest.raises(UnsupportedEncodingError, match="depth must be 16UC1 or 32FC1, got 'rgb8'"):
+        check_message(image(rgb, "rgb8"), depth=True)
+    gif = SimpleNamespace(format="gif", data=cv2.imencode(".gif", rgb)[1].tobytes())
+    for check in (check_message, decode_image):
+        with pytest.raises(UnsupportedEncodingError, match="unsupported image format GIF"):
+            check(gif)
+    noise = SimpleNamespace(format="png", data=np.random.default_rng(1).integers(0, 256, 500, np.uint8).tobytes())
+    with pytest.raises(ImageDecodeError, match="unknown image format") as e:
+        decode_image(noise)
+    assert not isinstance(e.value, UnsupportedEncodingError)
