@@ -11,6 +11,15 @@ shipped Fast DDS profile) and times the keypoints coming back. Per size:
   to publishing its outputs minus the model's extraction time (decoding, matching, RANSAC,
   track ids, message building), p50 as reported on /diagnostics. A fresh node per size.
 
+    .venv/bin/python bench/node.py --soak [SECONDS] [--weights default] [--sizes 640x480 320x240]
+
+``--soak`` runs the node as a robot does, for minutes: a camera at 30 Hz (rgb8, best effort) with
+camera_info, and subscribers on keypoints, matches, tracks and odometry. Every ``--window`` (30 s)
+it prints the node's RSS, the processed rate, latency p50/p95 and the longest gap between keypoints
+messages; at the end the account of every published frame: received (processed + dropped by
+keep-latest + failed), refused on arrival (malformed, unsupported_encoding) or lost before the
+callback (stamp gaps), and the unaccounted remainder.
+
     .venv/bin/python bench/node.py --accounting [--load 2] [--seconds 20] [--sizes 640x480]
 
 ``--accounting`` instead checks that every frame is accounted for: a 30 Hz best-effort stream
@@ -120,6 +129,119 @@ def account(probe: Probe, pub, frames: list[np.ndarray], rate: float, base: int,
     return row
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+SOAK_KEYS = ("received", "processed", "dropped", "malformed", "unsupported_encoding", "decode_errors", "errors",
+             "lost_stamp_gaps", "lost_rmw_event", "sync_dropped")  # fmt: skip
+
+
+def soak(
+    probe: Probe, node: NodeProcess, frames: list[np.ndarray], seconds: float, window: float, base: int, lead: float
+) -> dict:
+    """A camera at 30 Hz (image + camera_info, best effort) for ``lead`` + ``seconds``, every output
+    subscribed; per ``window`` after the lead-in: node RSS, processed rate, latency. Then the
+    account of every published frame, the lead-in's included."""
+    from sensor_msgs.msg import CameraInfo
+
+    h, w = frames[0].shape[:2]
+    pub = probe.publisher("/bench/image", best_effort=True)
+    info_pub = probe.publisher("/bench/camera_info", CameraInfo, best_effort=True)
+    probe.wait_subscribed(pub)
+    probe.wait_subscribed(info_pub)
+    probe.spin(1.0)
+    before = {k: _value(probe.diagnostics[-1], k) for k in SOAK_KEYS}
+    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+    info.k = [0.9 * w, 0.0, w / 2, 0.0, 0.9 * w, h / 2, 0.0, 0.0, 1.0]
+    sent: dict[tuple[int, int], float] = {}
+    windows, kp_seen, i = [], len(probe.keypoints), 0
+    t0 = time.monotonic()
+    next_report, leading = t0 + lead + window, lead > 0
+    while time.monotonic() - t0 < lead + seconds:
+        msg = numpy_to_image(frames[i % len(frames)], "rgb8")
+        msg.header.stamp = info.header.stamp = probe.stamp(i, base)
+        msg.header.frame_id = info.header.frame_id = "camera"
+        pub.publish(msg)
+        info_pub.publish(info)
+        sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+        i += 1
+        probe.spin(max(0.0, t0 + i / 30.0 - time.monotonic()))
+        if leading and time.monotonic() >= t0 + lead:  # the first windows start now
+            kp_seen, leading = len(probe.keypoints), False
+        if time.monotonic() >= next_report:
+            got = [(t, (hd.stamp.sec, hd.stamp.nanosec)) for t, hd, _ in probe.keypoints[kp_seen:]]
+            kp_seen = len(probe.keypoints)
+            lat = [(t - sent[s]) * 1e3 for t, s in got if s in sent]
+            times = [t for t, s in got]
+            windows.append({
+                "t_s": round(time.monotonic() - t0 - lead), "rss_mb": round(_rss_mb(node.proc.pid)),
+                "processed_hz": round(len(got) / window, 1),
+                "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else float("nan"),
+                "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else float("nan"),
+                "max_gap_s": round(float(np.diff(times).max()), 2) if len(times) > 1 else float("nan"),
+                "extract_p50_ms": float(probe.diagnostics[-1].get("extract_p50_ms", "nan")),
+                "overhead_p50_ms": float(probe.diagnostics[-1].get("overhead_p50_ms", "nan")),
+            })  # fmt: skip
+            print(windows[-1], flush=True)
+            next_report += window
+    probe.spin(3.0)
+    after = {k: _value(probe.diagnostics[-1], k) for k in SOAK_KEYS}
+    row: dict = {"published": i}
+    for k in SOAK_KEYS:
+        row[k] = after[k] - before[k] if isinstance(after[k], int) and isinstance(before[k], int) else "n/a"
+    num = {k: v if isinstance(v, int) else 0 for k, v in row.items()}
+    # every published frame: received (then processed, dropped, failed) or refused on arrival, or lost
+    row["unaccounted"] = i - num["received"] - num["malformed"] - num["unsupported_encoding"] - num["lost_stamp_gaps"]
+    row["unaccounted_pct"] = round(100.0 * row["unaccounted"] / max(i, 1), 2)
+    rss = [wd["rss_mb"] for wd in windows]
+    return {"windows": windows, "account": row, "rss_range_mb": (max(rss) - min(rss)) if rss else float("nan")}
+
+
+def main_soak(args: argparse.Namespace) -> None:
+    """``--soak SECONDS``: per size, a fresh node under a 30 Hz camera with every output subscribed."""
+    from goodpoint_ros.device import cpu_model
+
+    photo = sample_photo("astronaut")
+    results = {}
+    for k, size in enumerate(args.sizes):
+        w, h = (int(v) for v in size.split("x"))
+        params = {"model": args.model, "weights": args.weights, "device": args.device, "publish_debug_image": False,
+                  "num_threads": args.threads}  # fmt: skip
+        remaps = {"image": "/bench/image", "camera_info": "/bench/camera_info"}
+        node, probe = NodeProcess(args.domain + k, params, remaps), Probe(args.domain + k, parse=False)
+        try:
+            probe.subscribe_all()
+            probe.wait_ready(node)
+            frames, _ = camera_sequence(photo, 300, (w, h), rate=30.0, motion=0.5)
+            results[size] = soak(probe, node, frames, args.soak, args.window, 40_000, args.lead_in)
+        finally:
+            node.stop()
+            probe.close()
+    print(f"\nsoak: model {args.model} ({args.weights} weights) on {args.device}, {cpu_model()}, 30 Hz rgb8 best "
+          f"effort + camera_info, keypoints/matches/tracks/odometry subscribed, {args.lead_in:.0f} s lead-in")  # fmt: skip
+    print("| size | seconds | processed Hz per window (min / median) | worst latency p95 (ms) | max gap (s) | "
+          "RSS min-max (MB) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for size, r in results.items():
+        hz = [wd["processed_hz"] for wd in r["windows"]]
+        rss = [wd["rss_mb"] for wd in r["windows"]]
+        print(f"| {size} | {args.soak:.0f} | {min(hz)} / {float(np.median(hz))} | "
+              f"{max(wd['latency_p95_ms'] for wd in r['windows'])} | {max(wd['max_gap_s'] for wd in r['windows'])} | "
+              f"{min(rss)}-{max(rss)} |")  # fmt: skip
+    print("\n| size | published | received | processed | dropped (keep-latest) | malformed | unsupported_encoding "
+          "| decode_errors | errors | lost (stamp gaps) | lost (RMW event) | unaccounted |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, r in results.items():
+        a = r["account"]
+        print(f"| {size} | {a['published']} | " + " | ".join(str(a[k]) for k in SOAK_KEYS if k != "sync_dropped")
+              + f" | {a['unaccounted']} ({a['unaccounted_pct']} %) |")  # fmt: skip
+    out = Path(args.out).with_name(Path(args.out).stem + "_soak.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": args.model, "device": args.device, "results": results}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="goodpoint_small")
@@ -134,7 +256,16 @@ def main() -> None:
     ap.add_argument(
         "--malformed-every", type=int, default=10, help="accounting: every k-th message malformed (0: none)"
     )
+    ap.add_argument("--soak", type=float, nargs="?", const=600.0, default=None, metavar="SECONDS",
+                    help="the soak run instead: a 30 Hz camera with camera_info, every output subscribed, for "
+                    "SECONDS (default 600) per size; RSS, rate and latency per --window, then the account")  # fmt: skip
+    ap.add_argument("--window", type=float, default=30.0, help="soak: seconds per reported window")
+    ap.add_argument("--lead-in", type=float, default=10.0, help="soak: seconds of camera before the first window "
+                    "(the first frames of a size build oneDNN's kernels for it)")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=0, help="the node's num_threads (0: its default)")
     args = ap.parse_args()
+    if args.soak is not None:
+        return main_soak(args)
     if args.accounting:
         return main_accounting(args)
 
@@ -181,7 +312,7 @@ def main() -> None:
 def start_node(args: argparse.Namespace, domain: int) -> tuple[NodeProcess, Probe]:
     """The node under test in its own process on ``domain`` (input /bench/image), and a probe."""
     params = {"model": args.model, "weights": args.weights, "device": args.device,
-              "max_keypoints": 1000, "publish_debug_image": False}  # fmt: skip
+              "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads}  # fmt: skip
     return NodeProcess(domain, params, {"image": "/bench/image"}), Probe(domain)
 
 

@@ -42,16 +42,18 @@ def usable_cores() -> int:
 
 def resolve_threads(requested: int, cores: int | None = None) -> tuple[int, str]:
     """(threads, why) for the network's CPU thread pools: ``requested`` when > 0, else every core
-    but one (at least one), so that a node's executor and DDS threads keep a core: a pool that
-    wants every core stalls at each of its barriers while another thread holds one of them."""
+    this process may use. Every core but one was the rule while rclpy's MultiThreadedExecutor
+    busy-looped on a core of its own (rclpy #1452); on the SingleThreadedExecutor the node's ROS
+    side is light, and the 640x480 soak (bench/node.py --soak, 2-core AMD EPYC, every output
+    subscribed) processed 16-17 Hz with both cores against 13 Hz with one."""
     if int(requested) > 0:
         return int(requested), "requested"
     cores = cores or usable_cores()
-    return max(1, cores - 1), f"{cores} cores, one left for the ROS executor and DDS"
+    return cores, f"{cores} cores"
 
 
 # glibc's mallopt(3) parameters (malloc.h) and the size of freed memory the process keeps.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 KEEP_FREED_BYTES = 256 << 20
 _kept: bool | None = None
 
@@ -65,8 +67,14 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
     zero the full-resolution activations again: 20 MB per layer for goodpoint_small at 640x480 in
     bf16. Keeping them halved that network's time (28 -> 14 ms on 2 Xeon AMX cores, bench/README).
     The cost is resident memory up to the peak of one forward pass, which a camera node reaches on
-    every frame anyway. Process-wide, so the torch backend and training call it, not the core's
-    functions.
+    every frame anyway. The thresholds hold for glibc's main arena only: a thread's own arena
+    (the node runs the network on a worker thread) is a 64 MB heap that is mapped and unmapped
+    around each 20 MB activation, so every thread allocates from the main arena (one arena; the
+    few threads that allocate here rarely contend). Measured at 640x480, one torch thread, AMD
+    EPYC: the network on a worker thread 84 ms with 96,000 page faults per 20 frames, 76 ms and
+    none with one arena, as on the main thread. An arena is kept by the thread that made it, so
+    a process calls this before it starts threads (the node: before ``rclpy.init``). Process-wide,
+    so the torch backend, the node and training call it, not the core's functions.
     """
     global _kept
     if _kept is None:
@@ -76,12 +84,31 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
 
             libc = ctypes.CDLL(None)
             if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
-                _kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(limit))) and bool(
-                    libc.mallopt(_M_TRIM_THRESHOLD, 2 * int(limit))
+                _kept = (
+                    bool(libc.mallopt(_M_MMAP_THRESHOLD, int(limit)))
+                    and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * int(limit)))
+                    and bool(libc.mallopt(_M_ARENA_MAX, 1))
                 )
         except OSError:  # no C library to load (not Linux)
             pass
     return _kept
+
+
+def release_freed_memory() -> bool:
+    """Return glibc's free heap pages to the kernel (``malloc_trim(0)``); True where it released any.
+
+    ``keep_freed_memory`` makes glibc keep what one forward pass freed, which is right while the
+    frame size holds; after a burst of large frames (three 4K frames took a node from 442 to
+    1313 MB, still 1289 MB 30 s later) the node calls this once the size has gone down, so memory
+    returns near its baseline instead of staying at the burst's peak.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.malloc_trim(0)) if hasattr(libc, "malloc_trim") else False
+    except OSError:  # not Linux
+        return False
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:

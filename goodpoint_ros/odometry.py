@@ -411,6 +411,30 @@ class Calibration(NamedTuple):
     K: np.ndarray | None = None
     D: np.ndarray | None = None
     P_right: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # camera_info's (width, height); None: not stated (0x0)
+
+
+def calibration_for_image(calib: Calibration, width: int, height: int) -> tuple[Calibration, str | None]:
+    """``calib`` for an image of ``width`` x ``height``, and what was wrong, if anything.
+
+    A camera_info for another resolution than the images is a misconfiguration (a remap to the
+    wrong camera, a driver that changed mode) that used to pass silently: a K for 320x240 on
+    640x480 images gave 1.28 deg per-frame rotation error instead of 0.05. With the same aspect
+    ratio (within 1 %) K and the right camera's P are scaled to the image, as image_proc's resize
+    does; with another aspect ratio the crop is unknown, so K is not used at all (no tracks, no
+    odometry) rather than used wrongly.
+    """
+    if calib.size is None or calib.size == (width, height) or calib.K is None:
+        return calib, None
+    cw, ch = calib.size
+    sx, sy = width / cw, height / ch
+    said = f"camera_info is {cw}x{ch} but the image is {width}x{height}"
+    if abs(sx / sy - 1.0) > 0.01:
+        return Calibration(size=calib.size), f"{said} (another aspect ratio): K not used, no tracks or odometry"
+    scale = np.diag([sx, sy, 1.0])
+    p_right = None if calib.P_right is None else scale @ calib.P_right
+    scaled = calib._replace(K=scale @ calib.K, P_right=p_right, size=(width, height))
+    return scaled, f"{said}: K scaled by {sx:.3g} (same aspect ratio)"
 
 
 @dataclass

@@ -117,19 +117,18 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "num_threads",
         0,
-        "CPU threads of the network (torch intra-op, onnxruntime, OpenCV); 0 = every core but one",
+        "CPU threads of the network (torch intra-op, onnxruntime, OpenCV); 0 = every core",
         min=0,
         max=1024,
         doc="CPU threads of the network (torch's intra-op pool, onnxruntime's session, OpenCV); 0 = every\n"
-        "core this process may use but one, which stays for the ROS executor and DDS. With every core,\n"
-        "a 30 Hz 640x480 stream on 2 cores processed 27 of 160 frames in 5 s (the pool's threads wait on\n"
-        "each other while the receiving threads hold a core); with one, 83 (bench/node.py --accounting).",
+        "core this process may use. On 2 cores at 640x480 30 Hz with every output subscribed: 16-17 Hz\n"
+        "processed with both, 13 Hz with one (bench/node.py --soak --threads 1|2).",
     ),
     Param("max_keypoints", 1000, "keypoints per image, best scores first", dynamic=True, min=1, max=100_000),
     Param(
         "detection_threshold",
         -1.0,
-        "detection score threshold; a negative value keeps the model's default",
+        "detection score threshold; a negative value is the model's default",
         dynamic=True,
         min=-1.0,
         max=1.0,
@@ -137,7 +136,7 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "nms_radius",
         -1,
-        "non-maximum suppression radius in pixels; a negative value keeps the model's default",
+        "non-maximum suppression radius in pixels; a negative value is the model's default",
         dynamic=True,
         min=-1,
         max=64,
@@ -145,12 +144,12 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "subpixel_radius",
         -1,
-        "sub-pixel refinement window radius, 0 = off; a negative value keeps the model's default",
+        "sub-pixel refinement window radius, 0 = off; a negative value is the model's default",
         dynamic=True,
         min=-1,
         max=16,
         doc="Sub-pixel refinement: keypoints move to the score-weighted mean of the (2r+1)^2 window\n"
-        "around each heatmap peak; 0 turns it off, a negative value keeps the model's default.",
+        "around each heatmap peak; 0 turns it off, a negative value is the model's default.",
     ),
     Param(
         "input_mode",
@@ -280,6 +279,11 @@ PARAMS: tuple[Param, ...] = (
 TABLE: dict[str, Param] = {p.name: p for p in PARAMS}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 DYNAMIC: frozenset[str] = frozenset(p.name for p in PARAMS if p.dynamic)
+# Parameters whose negative value means "the model's default" (its checkpoint's detection
+# settings), at start and when set at run time: derived from their descriptions, the one statement.
+DEFAULT_IF_NEGATIVE: tuple[str, ...] = tuple(
+    p.name for p in PARAMS if "a negative value is the model's default" in p.description
+)
 
 
 def check(name: str, value: Any) -> str | None:

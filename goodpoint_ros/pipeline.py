@@ -3,8 +3,11 @@
 ``FramePipeline.step`` runs, per frame: feature extraction (both images of a stereo pair in one
 batch), matching with the previous processed frame plus geometric verification, track ids, depth
 at the keypoints (RGB-D), left/right matching (stereo), and the odometry state machine
-(``odometry.StreamOdometry``: VINS-layout tracks and the pose). A stamp that is not after the
-previous one (a bag played in a loop) restarts the tracks and the trajectory.
+(``odometry.StreamOdometry``: VINS-layout tracks and the pose). A stamp before the previous one
+(a bag played in a loop) or a change of image size restarts the tracks and the trajectory. Zero or
+repeated stamps (some drivers and bag conversions) do not: frames are matched in arrival order and
+a warning says the stamps are unusable. A camera_info or depth image whose size disagrees with the
+image is scaled when the aspect ratio matches and ignored when it does not, each with a warning.
 
 The node (``ros/extractor_node.py``) and ``goodpoint-bag`` only turn messages into arrays, call
 ``step`` and turn the ``FrameResult`` into messages, so a change to the loop happens here.
@@ -25,7 +28,7 @@ import torch
 from goodpoint_ros.extractor import Extractor
 from goodpoint_ros.features import to_numpy
 from goodpoint_ros.frames import match_frames
-from goodpoint_ros.odometry import Calibration, OdometryStep, StreamOdometry
+from goodpoint_ros.odometry import Calibration, OdometryStep, StreamOdometry, calibration_for_image
 from goodpoint_ros.params import INPUT_MODES, TABLE
 from goodpoint_ros.tracking import TrackIds
 
@@ -55,9 +58,10 @@ class FrameResult:
     inliers: np.ndarray  # M bool after geometric verification
     previous_keypoints: np.ndarray | None = None  # the matched previous frame's keypoints (None: no previous)
     previous_stamp: tuple[int, int] | None = None
-    restarted: bool = False  # the stamp went back: tracks and trajectory started again
+    restarted: bool = False  # the stamp went back or the image size changed: tracks and trajectory started again
     resumed: bool = False  # matching resumed after frames without it: the trajectory started again
     keypoint_depth: np.ndarray | None = None  # RGB-D: metres at each keypoint (NaN unknown)
+    calibration: Calibration = field(default_factory=Calibration)  # the one used (scaled to the image)
     right_features: dict[str, np.ndarray] | None = None  # stereo: the right image's features
     stereo_matches: np.ndarray | None = None
     stereo_distances: np.ndarray | None = None
@@ -109,7 +113,8 @@ class FramePipeline:
         self.tracker = TrackIds()
         self.odometry = StreamOdometry(mode, tracks, odometry, vo_min_inliers, vo_ransac_px, vo_min_parallax_px)
         self.extract_lock = extract_lock
-        self._prev: tuple[dict, np.ndarray, tuple[int, int]] | None = None  # torch feats, keypoints, stamp
+        # torch feats, keypoints, stamp, image (height, width)
+        self._prev: tuple[dict, np.ndarray, tuple[int, int], tuple[int, int]] | None = None
         self._matching_gap = False  # a frame went without matching (nobody wanted it)
 
     def reset(self) -> None:
@@ -136,6 +141,7 @@ class FramePipeline:
         want_matches: bool = True,
         want_tracks: bool = True,
         want_odometry: bool = True,
+        extracted: tuple[list[dict], float] | None = None,
     ) -> FrameResult:
         """One frame: ``images`` = [image] (mono, RGB-D) or [left, right] (stereo), ``depth`` in
         metres (RGB-D), ``calibration`` the one the frame arrived with.
@@ -147,20 +153,34 @@ class FramePipeline:
         previous frame as usual (its fresh ids carry on from there) and the odometry starts a new
         trajectory (``resumed``): the ids it would chain through were never matched. A frame
         that skips only the odometry keeps the chain (its correspondences come from track ids).
+        ``extracted``: ``extract(images)``'s result when the caller ran it already (the node runs
+        the next frame's network while this one is matched).
         """
-        calib, ms = calibration or Calibration(), match or self.match
-        vo = self.odometry
+        ms, vo = match or self.match, self.odometry
+        hw = images[0].shape[:2]
+        calib, calib_problem = calibration_for_image(calibration or Calibration(), hw[1], hw[0])
+        depth, depth_problem = _aligned_depth(depth, hw)
         need_matches = want_matches or (want_tracks and vo.tracks) or (want_odometry and vo.odometry)
-        feats, t_extract = self.extract(images)
+        feats, t_extract = extracted if extracted is not None else self.extract(images)
         cur = to_numpy(feats[0])
         kp = cur["keypoints"]
-        prev = self._prev
-        restarted = prev is not None and stamp <= prev[2]
-        if restarted:  # time went back (bag loop): restart tracks and trajectory
+        prev, warnings = self._prev, []
+        if prev is not None and stamp == prev[2]:
+            what = "zero" if stamp == (0, 0) else "repeated"
+            warnings.append(("stamps", f"header stamps are {what}: frames are matched in arrival order"))
+        restarted = prev is not None and (stamp < prev[2] or hw != prev[3])
+        if restarted:  # time went back (bag loop) or the camera changed mode: new tracks and trajectory
+            if hw != prev[3]:
+                (h0, w0), (h1, w1) = prev[3], hw
+                warnings.append(("resize", f"image size changed {w0}x{h0} -> {w1}x{h1}: tracks restarted"))
             self.reset()
             prev = None
         r = FrameResult(stamp, cur, feats[0], np.zeros(0, np.uint32), *empty_matches(), restarted=restarted)
-        r.extract_seconds = t_extract
+        r.extract_seconds, r.warnings, r.calibration = t_extract, warnings, calib
+        if calib_problem:
+            warnings.append(("camera_info", calib_problem))
+        if depth_problem:
+            warnings.append(("depth_size", depth_problem))
         if not need_matches:
             self._matching_gap = prev is not None or self._matching_gap
         elif self._matching_gap:  # the frames without matching started fresh track ids each, so
@@ -183,13 +203,12 @@ class FramePipeline:
             sm = self._match(feats[0], feats[1], kp, right_kp, ms, calib.K, "fundamental")
             r.stereo_matches, r.stereo_distances, r.stereo_inliers = sm
             stereo = (right_kp, sm[0][sm[2]])
-        if depth is not None and want_odometry and depth.shape != images[0].shape[:2]:
-            h, w = images[0].shape[:2]  # odometry reads depth at keypoint pixels
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        if depth is not None and want_odometry and depth.shape != hw:  # odometry reads depth at keypoint pixels
+            depth = cv2.resize(depth, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
         r.odometry = vo.step(_stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry)
         if r.odometry.error:
             r.warnings.append(("vo", f"odometry skipped this frame: {r.odometry.error}"))
-        self._prev = (feats[0], kp, stamp)
+        self._prev = (feats[0], kp, stamp, hw)
         return r
 
     @staticmethod
@@ -199,6 +218,21 @@ class FramePipeline:
     def stats(self) -> dict[str, Any]:
         """Tracking state, odometry counters and track lengths (for diagnostics)."""
         return self.odometry.stats(self.tracker.track_lengths)
+
+
+def _aligned_depth(depth: np.ndarray | None, hw: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+    """The depth image if it can be read at the colour image's pixels, and what was wrong.
+
+    Same size: as is. Same aspect ratio (within 1 %), another resolution: used, scaled (a depth
+    stream registered to colour at a lower resolution), with a warning since an unregistered depth
+    image of that size would pass too. Another aspect ratio: not used (the crop is unknown)."""
+    if depth is None or depth.shape[:2] == hw:
+        return depth, None
+    (dh, dw), (h, w) = depth.shape[:2], hw
+    said = f"depth is {dw}x{dh} but the image is {w}x{h}"
+    if abs((w / dw) / (h / dh) - 1.0) > 0.01:
+        return None, f"{said} (another aspect ratio): depth not used"
+    return depth, f"{said}: depth scaled to the image (same aspect ratio; is it registered to colour?)"
 
 
 def _stamp_ns(stamp: tuple[int, int]) -> int:

@@ -26,6 +26,10 @@ class ApproxTimeSync:
         self.queue_size = max(1, int(queue_size))
         self.dropped = [0] * n  # messages per input that never became part of a set
         self.emitted = 0
+        # The last message dropped as unpairable: (input index, signed offset in ns from it to the
+        # nearest message then queued on another input, or None when the others were empty), so
+        # the node can say *why* nothing pairs ("nearest depth +0.040 s" vs "no depth at all").
+        self.last_unpaired: tuple[int, int | None] | None = None
         self._lock = threading.Lock()
 
     def add(self, index: int, stamp_ns: int, msg: Any) -> None:
@@ -38,14 +42,14 @@ class ApproxTimeSync:
                 q.clear()
             q.append((stamp_ns, msg))
             if len(q) > self.queue_size:
-                q.popleft()
+                self._unpaired(index, q.popleft()[0])
                 self.dropped[index] += 1
             while all(self.queues):
                 pivot = max(q[0][0] for q in self.queues)
                 stale = False
                 for i, qi in enumerate(self.queues):
                     while qi and qi[0][0] < pivot - self.slop_ns:
-                        qi.popleft()
+                        self._unpaired(i, qi.popleft()[0])
                         self.dropped[i] += 1
                         stale = True
                 if stale:
@@ -63,3 +67,12 @@ class ApproxTimeSync:
                 ready.append(chosen)
         for group in ready:
             self.callback(group)
+
+    def _unpaired(self, index: int, stamp_ns: int) -> None:
+        """Remember the dropped message's nearest partner (called under the lock)."""
+        others = [s for j, q in enumerate(self.queues) if j != index for s, _ in q]
+        if not others:
+            self.last_unpaired = (index, None)
+            return
+        nearest = min(others, key=lambda s: abs(s - stamp_ns))
+        self.last_unpaired = (index, nearest - stamp_ns)

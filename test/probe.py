@@ -80,13 +80,14 @@ class NodeProcess:
 class Probe:
     """A test/bench node in a private context: publishes inputs, records outputs with arrival times."""
 
-    def __init__(self, domain_id: int, prefix: str = "/goodpoint_extractor") -> None:
+    def __init__(self, domain_id: int, prefix: str = "/goodpoint_extractor", parse: bool = True) -> None:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("goodpoint_probe", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.prefix = prefix
+        self.parse = parse  # False: record headers only (a long soak: parsing 1 MB clouds costs a core)
         self.keypoints: list[tuple[float, Any, dict]] = []
         self.matches: list[tuple[float, Any, dict]] = []
         self.diagnostics: list[dict[str, str]] = []
@@ -97,15 +98,28 @@ class Probe:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
 
     def _on_kp(self, msg: PointCloud2) -> None:
-        self.keypoints.append((time.monotonic(), msg.header, read_keypoints(msg)))
+        self.keypoints.append((time.monotonic(), msg.header, read_keypoints(msg) if self.parse else None))
 
     def _on_matches(self, msg: PointCloud2) -> None:
-        self.matches.append((time.monotonic(), msg.header, read_matches(msg)))
+        self.matches.append((time.monotonic(), msg.header, read_matches(msg) if self.parse else None))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for st in msg.status:
-            if "goodpoint_extractor" in st.name:
-                self.diagnostics.append({kv.key: kv.value for kv in st.values})
+            if "goodpoint_extractor" in st.name:  # values, plus the status level and message
+                values = {kv.key: kv.value for kv in st.values}
+                values["_level"], values["_message"] = int.from_bytes(bytes(st.level), "little"), st.message
+                self.diagnostics.append(values)
+
+    def diag(self, key: str) -> float:
+        """The latest /diagnostics value of ``key`` (-1 before any)."""
+        return float(self.diagnostics[-1][key]) if self.diagnostics else -1.0
+
+    def wait_message(self, text: str, timeout: float = 10.0) -> dict[str, str]:
+        """Until a /diagnostics status message contains ``text``; that status (AssertionError if none)."""
+        start = len(self.diagnostics)
+        ok = self.spin_until(lambda: any(text in d["_message"] for d in self.diagnostics[start:]), timeout)
+        assert ok, f"no diagnostics message with {text!r}; last: {self.diagnostics[-1:]}"
+        return next(d for d in self.diagnostics[start:] if text in d["_message"])
 
     def record(self, msg_type: Any, topic: str, parse: Callable[[Any], Any] = lambda m: m, qos=None) -> None:
         """Also record ``topic`` (parsed by ``parse``) into ``self.other[topic]``."""

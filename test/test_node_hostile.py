@@ -78,7 +78,14 @@ class Stream:
         return stamp
 
 
+# every message published ends in exactly one of these (the ones refused on arrival never enter the slot)
+BOOKS = ("received", "malformed", "unsupported_encoding", "lost_stamp_gaps")
+
+
 def _diag(probe: Probe, key: str) -> float:
+    """The latest value of ``key``; ``refused`` = malformed + unsupported_encoding."""
+    if key == "refused":
+        return _diag(probe, "malformed") + _diag(probe, "unsupported_encoding")
     return float(probe.diagnostics[-1][key]) if probe.diagnostics else -1.0
 
 
@@ -152,6 +159,7 @@ def test_raw_faults_counted_on_arrival_and_the_node_answers(nodes, photo):
     assert _answered(probe, first.header.stamp), "no answer to the first valid frame"
     probe.spin(0.6)
     malformed0, decode0 = _diag(probe, "malformed"), _diag(probe, "decode_errors")
+    unsupported0 = _diag(probe, "unsupported_encoding")
     received0 = _diag(probe, "received")
 
     faults = []
@@ -162,19 +170,20 @@ def test_raw_faults_counted_on_arrival_and_the_node_answers(nodes, photo):
     m.data = array.array("B", bytes(m.data)[:1000])  # truncated
     faults.append(m)
     m = numpy_to_image(photo, "rgb8")
-    m.encoding = "yuv_unknown"
+    m.encoding = "yuv_unknown"  # well-formed, in an encoding nobody knows: its own counter
     faults.append(m)
     faults.append(Image(height=0, width=0, encoding="rgb8", step=0))  # zero size
     faults.append(Image(height=60000, width=60000, encoding="mono8", step=60000))  # claims 3.6 GP, holds nothing
     for k, msg in enumerate(faults, 1):
         send(msg)
-        _wait_diag(probe, "malformed", malformed0 + k)  # one at a time: each counted on arrival
+        _wait_diag(probe, "refused", malformed0 + unsupported0 + k)  # one at a time: each counted on arrival
         ok = send(numpy_to_image(photo, "rgb8"))
         assert _answered(probe, ok.header.stamp), f"no answer after fault {k}"
     assert node.alive()
     _wait_diag(probe, "received", received0 + len(faults))
     d = probe.diagnostics[-1]
-    assert float(d["malformed"]) - malformed0 == len(faults)
+    assert float(d["malformed"]) - malformed0 == len(faults) - 1
+    assert float(d["unsupported_encoding"]) - unsupported0 == 1
     assert float(d["decode_errors"]) - decode0 == len(faults)  # malformed ones are decode errors too
     assert float(d["dropped"]) == 0  # a malformed message never enters the slot
 
@@ -200,11 +209,11 @@ def test_raw_faults_counted_on_arrival_and_the_node_answers(nodes, photo):
     # the books close: every message published is received, malformed, or lost before the callback
     def closed() -> bool:
         d = probe.diagnostics[-1]
-        return float(d["received"]) + float(d["malformed"]) + float(d["lost_stamp_gaps"]) >= published
+        return sum(float(d[k]) for k in BOOKS) >= published
 
     assert probe.spin_until(closed, WAIT), (published, probe.diagnostics[-1])
     d = probe.diagnostics[-1]
-    assert float(d["received"]) + float(d["malformed"]) + float(d["lost_stamp_gaps"]) == published, (published, d)
+    assert sum(float(d[k]) for k in BOOKS) == published, (published, d)
 
 
 def test_best_effort_burst_losses_are_accounted_for(nodes, photo):
@@ -319,14 +328,15 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
     _wait_diag(probe, "decode_errors", decode0 + 4)
     valid()
 
-    # depth of the wrong encoding and truncated depth: malformed on arrival
+    # depth in a colour encoding (unsupported for depth) and truncated depth (malformed): on arrival
     bad_depths = [numpy_to_image(photo, "rgb8"), numpy_to_image(depth_mm, "16UC1")]
     bad_depths[1].data = array.array("B", bytes(bad_depths[1].data)[:100])
-    m1 = _diag(probe, "malformed")
-    for k, d in enumerate(bad_depths, 1):
+    unsupported0 = _diag(probe, "unsupported_encoding")
+    for d, key in zip(bad_depths, ("unsupported_encoding", "malformed")):
         d.header.stamp = depth_stream.next()
+        before = _diag(probe, key)
         depth_pub.publish(d)
-        _wait_diag(probe, "malformed", m1 + k)
+        _wait_diag(probe, key, before + 1)
     img_stream.i = depth_stream.i
     # depth with NaN, inf and negative values: unknown depth, the frame is still answered
     depth_m = np.full(photo.shape[:2], 1.5, np.float32)
@@ -337,7 +347,8 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
     assert node.alive()
     d = probe.diagnostics[-1]
     assert float(d["decode_errors"]) - decode0 == 4 + len(bad_depths), d
-    assert float(d["malformed"]) - malformed0 == 3 + len(bad_depths), d
+    assert float(d["malformed"]) - malformed0 == 3 + 1, d
+    assert float(d["unsupported_encoding"]) - unsupported0 == 1, d
 
 
 def test_stereo_with_nobody_wanting_matches_publishes_keypoints_only():

@@ -22,7 +22,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from goodpoint_ros.params import DYNAMIC, PARAMS  # noqa: E402
+from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, PARAMS  # noqa: E402
 from goodpoint_ros.ros.extractor_node import ExtractorNode  # noqa: E402
 
 DOMAIN = 71
@@ -146,3 +146,39 @@ def test_the_set_parameters_service_refuses_and_applies_like_ros2_param_set(node
     finally:
         ex.remove_node(client_node)
         client_node.destroy_node()
+
+
+@pytest.mark.parametrize("cls", [ExtractorNode, HumbleExtractorNode], ids=["post_set", "humble_fallback"])
+def test_negative_restores_the_models_default_at_run_time(cls, photo):
+    """-1 means "the model's default" for every parameter whose description says so, also after
+    another value was set at run time (it used to keep the previous value: 265 keypoints, not 507)."""
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    overrides = [
+        Parameter("warmup", value=False),
+        Parameter("qos", value="sensor_data"),
+        Parameter("device", value="cpu"),
+    ]
+    n = cls(context=ctx, parameter_overrides=overrides)  # the shipped default model and weights
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(n)
+    try:
+        assert set(DEFAULT_IF_NEGATIVE) == {"detection_threshold", "nms_radius", "subpixel_radius"}
+        conf = n.extractor.model.conf
+        defaults = {k: conf[k] for k in DEFAULT_IF_NEGATIVE}
+        count0 = len(n.extractor.extract_many([photo])[0]["keypoints"])
+        changed = {"detection_threshold": 0.5, "nms_radius": 9, "subpixel_radius": 0}
+        assert all(changed[k] != defaults[k] for k in changed), defaults
+        assert n.set_parameters([Parameter(k, value=v) for k, v in changed.items()])[0].successful
+        _spin(ex)
+        assert {k: conf[k] for k in changed} == changed
+        assert len(n.extractor.extract_many([photo])[0]["keypoints"]) != count0
+        unset = [Parameter(k, value=-1.0 if k == "detection_threshold" else -1) for k in changed]
+        assert all(r.successful for r in n.set_parameters(unset))
+        _spin(ex)
+        assert {k: conf[k] for k in changed} == defaults
+        assert len(n.extractor.extract_many([photo])[0]["keypoints"]) == count0
+    finally:
+        ex.shutdown()
+        n.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -219,13 +219,13 @@ def test_forced_bf16_without_the_units_warns_but_runs(photo, monkeypatch, caplog
     assert len(ex.extract(photo[:96, :128])["scores"]) > 10
 
 
-def test_threads_leave_one_core_for_the_executor_unless_asked():
+def test_threads_take_every_core_unless_asked():
     from goodpoint_ros.device import resolve_threads, usable_cores
 
-    assert resolve_threads(0, cores=2) == (1, "2 cores, one left for the ROS executor and DDS")
-    assert resolve_threads(0, cores=8)[0] == 7 and resolve_threads(0, cores=1)[0] == 1
+    assert resolve_threads(0, cores=2) == (2, "2 cores")
+    assert resolve_threads(0, cores=8)[0] == 8 and resolve_threads(0, cores=1)[0] == 1
     assert resolve_threads(3, cores=2) == (3, "requested")
-    assert resolve_threads(0)[0] == max(1, usable_cores() - 1)
+    assert resolve_threads(0)[0] == usable_cores()
 
 
 def test_keep_freed_memory_applies_once_on_glibc():

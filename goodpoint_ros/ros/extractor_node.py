@@ -2,9 +2,13 @@
 
 Callbacks decode nothing: they check each message in O(1) (``image_codec.check_message``: a
 malformed one is counted in ``malformed`` and ``decode_errors`` and never stored) and store the
-newest frame (or synchronised set) in a one-item slot; a worker thread runs the model on whatever
-is newest. A slow model therefore never builds a backlog: frames overwritten in the slot are
-counted as dropped. Frames lost before the callback are counted from header-stamp gaps
+newest frame (or synchronised set) in a one-item slot. Two worker threads do the rest: the first
+decodes whatever is newest and runs the network, the second matches it and publishes while the
+first already runs the next frame's network (the matching and messages of one 640x480 frame cost
+~25 ms that no longer add to the network's time). A slow model therefore never builds a backlog:
+frames overwritten in the slot are counted as dropped. What only the whole stream shows (the model
+falling behind the camera, stereo/RGB-D inputs that never pair, a camera_info or depth image of
+another size, zero or repeated stamps) is a WARN on /diagnostics and a throttled log line. Frames lost before the callback are counted from header-stamp gaps
 (``accounting.StampGaps``) and, where the RMW reports it, its message-lost event. The ROS side
 runs on a ``SingleThreadedExecutor``: every callback is O(1) (the model runs on the worker
 thread), and rclpy 9's ``MultiThreadedExecutor`` re-queues a ready callback in a busy loop while
@@ -20,9 +24,11 @@ inputs and its ``FrameResult`` into messages (``conversions.py``, ``vo.py``).
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import cv2
@@ -37,12 +43,18 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
-from goodpoint_ros.device import resolve_threads
+from goodpoint_ros.device import keep_freed_memory, release_freed_memory, resolve_threads
 from goodpoint_ros.drawing import draw_debug
-from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image, depth_to_meters
+from goodpoint_ros.image_codec import (
+    ImageDecodeError,
+    UnsupportedEncodingError,
+    check_message,
+    decode_image,
+    depth_to_meters,
+)
 from goodpoint_ros.launch_logic import NODE_NAME, apply_fastdds_profile
 from goodpoint_ros.odometry import Calibration
-from goodpoint_ros.params import DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
+from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
 from goodpoint_ros.pipeline import FramePipeline, MatchSettings
 from goodpoint_ros.ros.conversions import keypoints_to_cloud, matches_to_cloud, numpy_to_image
 from goodpoint_ros.ros.vo import OdometryPublisher
@@ -113,6 +125,8 @@ class ExtractorNode(Node):
         super().__init__(NODE_NAME, **kwargs)  # the launch file may rename it
         self.params = p = self._declare_parameters()  # StartupError names a bad one
         self.extractor = self._make_extractor(p)
+        conf = getattr(getattr(self.extractor, "model", None), "conf", {})  # before any parameter applies:
+        self._model_detection = {k: conf[k] for k in DEFAULT_IF_NEGATIVE if k in conf}  # what -1 restores
         self._apply_detection(p)
         self.model_name = str(p["model"])
         self.device_name = str(getattr(self.extractor, "device", p["device"]))
@@ -126,7 +140,8 @@ class ExtractorNode(Node):
         self.processed = 0
         self.dropped = 0  # valid frames replaced in the slot by a newer one (keep-latest, by design)
         self.malformed = 0  # messages refused on arrival (check_message), never stored
-        self.decode_errors = 0  # every message that could not be decoded: malformed + failed decodes
+        self.unsupported_encoding = 0  # well-formed messages in an encoding the codec does not know
+        self.decode_errors = 0  # every message that could not be decoded: malformed + unsupported + failed
         self.errors = 0
         self.lost_event = 0  # frames the RMW reported lost (message-lost event), where it reports any
         self.lost_event_support = "n/a"  # yes | unsupported (set per subscription in _subscribe)
@@ -135,6 +150,11 @@ class ExtractorNode(Node):
         self.latencies, self.extract_times = TimeWindow(window), TimeWindow(window)
         self.overheads = TimeWindow(window)  # per frame: in-node latency minus extraction
         self.in_rate, self.out_rate = RateCounter(window), RateCounter(window)
+        self.arrival_rate = RateCounter(window)  # the camera's (or left/colour) messages, valid or not
+        self._last_arrival: dict[int, float] = {}  # input index -> monotonic time of its last message
+        self._problems: dict[str, tuple[float, str]] = {}  # warning key -> (last time, text): /diagnostics
+        self._sync_seen = (0, 0)  # (sets emitted, messages unpaired) at the last diagnostics
+        self._peak_pixels = 0  # the largest frame since memory was last released
         self.outputs: dict[str, str] = {}  # output -> active | idle (no subscribers) | off (...), last frame
         self._warned: dict[str, float] = {}
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
@@ -162,6 +182,7 @@ class ExtractorNode(Node):
             topic = self._image_topic("image", suffix)
             resolved = self._resolve(topic)
             self._subscribe(img_type, topic, lambda m: self._on_image(m, resolved))
+            self.input_names = ("image",)
         elif self.mode in ("stereo", "rgbd"):
             self.sync = ApproxTimeSync(2, float(p["sync_slop"]), self._on_set, int(p["sync_queue_size"]))
             first, second = ("left/image", "right/image") if self.mode == "stereo" else ("image", "depth")
@@ -169,6 +190,7 @@ class ExtractorNode(Node):
             second_topic = self._image_topic(second, suffix if self.mode == "stereo" else "")
             first_topic = self._image_topic(first, suffix)
             t0, t1 = self._resolve(first_topic), self._resolve(second_topic)
+            self.input_names = ("left image", "right image") if self.mode == "stereo" else ("image", "depth")
             self._subscribe(img_type, first_topic, lambda m: self._on_part(0, m, t0))
             self._subscribe(second_type, second_topic, lambda m: self._on_part(1, m, t1))
         self._subscribe(CameraInfo, "camera_info", self._on_info, overridable=False)
@@ -182,8 +204,13 @@ class ExtractorNode(Node):
         if p["warmup"]:
             self._warmup()
         self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="goodpoint_worker", daemon=True)
-        self._worker.start()
+        self._handoff: queue.Queue = queue.Queue(maxsize=1)  # stage 1 (network) -> stage 2 (the rest)
+        self._workers = [
+            threading.Thread(target=self._work, name="goodpoint_network", daemon=True),
+            threading.Thread(target=self._finish, name="goodpoint_outputs", daemon=True),
+        ]
+        for worker in self._workers:
+            worker.start()
         self.get_logger().info(
             f"goodpoint_extractor ready: model={self.model_name} device={self.device_name} mode={self.mode} "
             f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']} "
@@ -309,15 +336,14 @@ class ExtractorNode(Node):
         return extractor
 
     def _apply_detection(self, p: dict) -> None:
+        """The detection parameters onto the model; a negative value is the model's own default
+        (its checkpoint's), also when set at run time after another value."""
         keys = self.extractor.detection_keys
-        conf = {"max_keypoints": int(p["max_keypoints"])}
-        if float(p["detection_threshold"]) >= 0:
-            conf["detection_threshold"] = float(p["detection_threshold"])
-        if int(p["nms_radius"]) >= 0:
-            conf["nms_radius"] = int(p["nms_radius"])
-        if int(p["subpixel_radius"]) >= 0:
-            conf["subpixel_radius"] = int(p["subpixel_radius"])
-        self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys})
+        conf: dict[str, Any] = {"max_keypoints": int(p["max_keypoints"])}
+        for key in DEFAULT_IF_NEGATIVE:
+            value = TABLE[key].type(p[key])
+            conf[key] = value if value >= 0 else self._model_detection.get(key)
+        self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys and v is not None})
 
     def _on_params(self, params: list) -> SetParametersResult:
         """Validate only: ranges, choices, read-only (rclpy checks the descriptors first; these
@@ -362,7 +388,9 @@ class ExtractorNode(Node):
         k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
         d = np.asarray(msg.d, dtype=np.float64)
         self.calib = self.calib._replace(
-            K=k if k[0, 0] > 0 else None, D=d if len(d) and np.any(d != 0) else None
+            K=k if k[0, 0] > 0 else None,
+            D=d if len(d) and np.any(d != 0) else None,
+            size=(int(msg.width), int(msg.height)) if msg.width and msg.height else None,
         )  # callbacks run on one executor thread: no lost update between the two camera_infos
 
     def _on_right_info(self, msg: CameraInfo) -> None:
@@ -372,21 +400,36 @@ class ExtractorNode(Node):
         """The RMW's message-lost event (Fast DDS reports some losses, not all: see accounting.py)."""
         self.lost_event += int(info.total_count_change)
 
-    def _arrived(self, msg: Any, topic: str, depth: bool = False) -> bool:
+    def _arrived(self, msg: Any, topic: str, index: int = 0, depth: bool = False) -> bool:
         """Arrival bookkeeping for one input message: the stamp-gap loss count, then the O(1)
-        validity check. A malformed message is counted here (never stored, so never 'dropped')."""
+        validity check. A refused message is counted here (never stored, so never 'dropped')."""
+        now = time.monotonic()
+        self._last_arrival[index] = now
+        if index == 0:
+            self.arrival_rate.tick(now)
         gaps = self.gaps.get(topic)
         if gaps is not None:
             gaps.add(stamp_ns(msg.header))
         try:
             check_message(msg, max_pixels=int(self.params["max_pixels"]) or None, depth=depth)
         except ImageDecodeError as e:
-            with self._lock:
-                self.malformed += 1
-                self.decode_errors += 1
-            self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
+            self._refused(e, on_arrival=True)
             return False
         return True
+
+    def _refused(self, e: ImageDecodeError, on_arrival: bool) -> None:
+        """Count and log (throttled) one message that cannot be decoded: an unknown encoding is
+        its own counter, logged once per encoding; anything else on arrival is malformed."""
+        with self._lock:
+            self.decode_errors += 1
+            if isinstance(e, UnsupportedEncodingError):
+                self.unsupported_encoding += 1
+            elif on_arrival:
+                self.malformed += 1
+        if isinstance(e, UnsupportedEncodingError):
+            self._warn(f"encoding {e}", f"skipping every image in this encoding: {e}", period=float("inf"))
+        else:
+            self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
 
     def _store(self, item: Any) -> None:
         now = time.monotonic()
@@ -403,14 +446,17 @@ class ExtractorNode(Node):
             self._store(msg)
 
     def _on_part(self, index: int, msg: Any, topic: str = "") -> None:
-        if self._arrived(msg, topic, depth=self.mode == "rgbd" and index == 1):
+        if self._arrived(msg, topic, index, depth=self.mode == "rgbd" and index == 1):
             self.sync.add(index, stamp_ns(msg.header), msg)
 
     def _on_set(self, msgs: list) -> None:
         self._store(tuple(msgs))
 
     def _warn(self, key: str, text: str, period: float = 5.0) -> None:
+        """Log ``text`` at most once per ``period`` per ``key``; /diagnostics shows it (level WARN)
+        for ``diagnostics_window`` seconds after its last occurrence."""
         now = time.monotonic()
+        self._problems[key] = (now, text)
         if now - self._warned.get(key, -1e9) >= period:
             self._warned[key] = now
             log = self.get_logger()
@@ -423,6 +469,10 @@ class ExtractorNode(Node):
             self.extractor.extract_many([dummy] * (2 if self.mode == "stereo" else 1))
 
     def _work(self) -> None:
+        """Stage 1: the newest frame from the slot, decoded and through the network; handed to
+        stage 2 (``_finish``), which matches and publishes it while this stage runs the next frame's
+        network. The hand-off holds one frame and blocks, so frames still leave in order and a slow
+        stage 2 holds stage 1 back instead of queueing."""
         while not self._stop.is_set():
             if not self._wake.wait(0.1):
                 continue
@@ -432,22 +482,40 @@ class ExtractorNode(Node):
                 self._wake.clear()
             if item is None:
                 continue
+            with self._guard():
+                frame = self._extract(item, t_recv, calib)
+                while not self._stop.is_set():
+                    try:
+                        self._handoff.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+
+    def _finish(self) -> None:
+        """Stage 2: matching, tracks, odometry and every message of one extracted frame."""
+        while not self._stop.is_set():
             try:
-                self._process(item, t_recv, calib)
-            except ImageDecodeError as e:
-                with self._lock:
-                    self.decode_errors += 1
-                self._warn("decode", f"skipping malformed image ({self.decode_errors} so far): {e}")
-            except Exception as e:  # never let one bad frame stop the node
-                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, stop quietly
-                    break
+                frame = self._handoff.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._guard():
+                self._process(*frame)
+
+    @contextmanager
+    def _guard(self):
+        """One bad frame never stops the node: decode errors and failures are counted and logged."""
+        try:
+            yield
+        except ImageDecodeError as e:
+            self._refused(e, on_arrival=False)
+        except Exception as e:
+            if self.context.ok():  # else shutting down (Ctrl-C): publishers are gone, stop quietly
                 self.errors += 1
                 self._warn("error", f"frame failed ({type(e).__name__}: {e}); continuing")
 
-    def _process(self, item: Any, t_recv: float, calib: Calibration) -> None:
-        """One frame (or synchronised set): messages in, ``FramePipeline.step``, messages out."""
+    def _extract(self, item: Any, t_recv: float, calib: Calibration) -> tuple:
+        """Decode one frame (or synchronised set) and run the network on it (stage 1)."""
         main = item[0] if isinstance(item, tuple) else item
-        header = main.header
         with self._model_lock:
             p = dict(self.params)
         limit = int(p["max_pixels"]) or None
@@ -457,9 +525,15 @@ class ExtractorNode(Node):
             images.append(decode_image(item[1], max_pixels=limit))
         elif self.mode == "rgbd":
             depth = depth_to_meters(item[1], max_pixels=limit)
+        return item, t_recv, calib, p, images, depth, self.pipeline.extract(images)
+
+    def _process(self, item: Any, t_recv: float, calib: Calibration, p: dict, images: list, depth, extracted) -> None:
+        """One extracted frame: ``FramePipeline.step`` on its features, messages out (stage 2)."""
+        main = item[0] if isinstance(item, tuple) else item
+        header = main.header
         stamp = (int(header.stamp.sec), int(header.stamp.nanosec))
         want = self._wanted(p)
-        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p), **want)
+        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p), extracted=extracted, **want)
         for key, text in r.warnings:
             self._warn(key, text)
         self.pub_kpts.publish(keypoints_to_cloud(r.features, header, r.track_ids, r.keypoint_depth))
@@ -475,13 +549,23 @@ class ExtractorNode(Node):
             sm, sd, si = r.stereo_matches, r.stereo_distances, r.stereo_inliers
             if sm is not None:  # None: no output that needs matching had a subscriber
                 self.pub_stereo.publish(matches_to_cloud(sm, r.keypoints, rk, sd, si, rstamp, header))
-        self.vo.publish(header, r.odometry, calib)
+        self.vo.publish(header, r.odometry, r.calibration)
         if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
             prev_kp = r.previous_keypoints if r.previous_keypoints is not None else np.zeros((0, 2), np.float32)
             pts0, pts1 = prev_kp[r.matches[:, 0]], r.keypoints[r.matches[:, 1]]
             canvas = draw_debug(images[0], r.keypoints, r.track_ids, pts0, pts1, r.inliers)
             self.pub_debug.publish(numpy_to_image(canvas, "rgb8", header))
         self._record(t_recv, r.extract_seconds)
+        self._release_after_burst(images[0].shape[0] * images[0].shape[1])
+
+    def _release_after_burst(self, pixels: int) -> None:
+        """Give freed memory back once frames are at most half the size of the largest seen
+        (after a burst of 4K frames a 640x480 stream would otherwise keep the burst's peak)."""
+        if pixels > self._peak_pixels:
+            self._peak_pixels = pixels
+        elif 2 * pixels <= self._peak_pixels:
+            release_freed_memory()
+            self._peak_pixels = pixels
 
     def _wanted(self, p: dict[str, Any]) -> dict[str, bool]:
         """Which outputs someone subscribes to now (``pipeline.step``'s want_* flags); keypoints
@@ -521,8 +605,10 @@ class ExtractorNode(Node):
         RMW reports losses)."""
         with self._lock:
             counts = {"received": self.received, "dropped": self.dropped, "malformed": self.malformed}
+            counts["unsupported_encoding"] = self.unsupported_encoding
             counts["decode_errors"] = self.decode_errors
         return {
+            "arrival_rate_hz": self.arrival_rate.rate(),
             "input_rate_hz": self.in_rate.rate(),
             "processed_rate_hz": self.out_rate.rate(),
             "processed": self.processed,
@@ -530,6 +616,7 @@ class ExtractorNode(Node):
             "sync_dropped": sum(self.sync.dropped) if self.sync else 0,
             "errors": self.errors,
             "lost_stamp_gaps": sum(g.missing for g in self.gaps.values()),
+            "stamps_repeated": sum(g.repeats for g in self.gaps.values()),
             "lost_rmw_event": self.lost_event,
             "lost_rmw_event_support": self.lost_event_support,
             "window_s": self.latencies.seconds,
@@ -539,8 +626,42 @@ class ExtractorNode(Node):
             "overhead_p50_ms": self.overheads.percentile(50) * 1e3,
         }
 
+    def _check_health(self, s: dict[str, Any]) -> None:
+        """The conditions only the whole stream shows, as warnings (logged, throttled, and WARN on
+        /diagnostics): the model falling behind the camera, and stereo/RGB-D sets that never pair."""
+        arrivals = s["arrival_rate_hz"]
+        if len(self.arrival_rate.times) >= 10 and s["processed_rate_hz"] < 0.5 * arrivals:
+            self._warn(
+                "slow",
+                f"processing {s['processed_rate_hz']:.1f} Hz of a {arrivals:.1f} Hz input (extraction p50 "
+                f"{s['extract_p50_ms']:.0f} ms): keep-latest drops the rest; a smaller image, model or "
+                "max_keypoints would keep up",
+            )
+        if self.sync is None:
+            return
+        seen = (self.sync.emitted, sum(self.sync.dropped))
+        sets, unpaired = seen[0] - self._sync_seen[0], seen[1] - self._sync_seen[1]
+        self._sync_seen = seen
+        if unpaired <= sets or self.sync.last_unpaired is None:  # e.g. depth at half the colour rate
+            return
+        first, second = self.input_names
+        index, offset = self.sync.last_unpaired
+        if offset is None:  # the other queue was empty: one input is missing altogether
+            missing = self.input_names[1 - index]
+            last = self._last_arrival.get(1 - index)
+            age = "never received" if last is None else f"none for {time.monotonic() - last:.1f} s"
+            text = f"no {missing} to pair with the {self.input_names[index]} ({age})"
+        else:  # offset: the nearest partner's stamp minus the dropped one's; say it as second - first
+            offset = offset if index == 0 else -offset
+            text = (
+                f"no {second} within sync_slop {self.sync.slop_ns * 1e-9:.3f} s of its {first}; "
+                f"nearest {offset * 1e-9:+.3f} s"
+            )
+        self._warn("unpaired", f"{text} ({sets} sets, {unpaired} unpaired since the last diagnostics)")
+
     def _publish_diagnostics(self) -> None:
         s = self.stats()
+        self._check_health(s)
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: extraction"
         status.hardware_id = self.device_name
@@ -556,6 +677,11 @@ class ExtractorNode(Node):
         idle = [k.removeprefix("output_") for k, v in self.outputs.items() if v.startswith("idle")]
         if idle:
             status.message += f", {'/'.join(idle)} idle (no subscribers)"
+        now = time.monotonic()
+        recent = [text for t, text in list(self._problems.values()) if now - t <= self.latencies.seconds]
+        if recent:  # every warning of the last window, whatever logged it
+            status.level = DiagnosticStatus.WARN
+            status.message += "; " + "; ".join(sorted(recent))
         values = {"model": self.model_name, "device": self.device_name, "input_mode": self.mode, **s, **vo}
         values.update(self.outputs)
         status.values = [
@@ -571,15 +697,16 @@ class ExtractorNode(Node):
         if hasattr(self, "_stop"):
             self._stop.set()
             self._wake.set()
-        worker = getattr(self, "_worker", None)
-        if worker is not None and worker.is_alive():
-            worker.join(timeout=5.0)
+        for worker in getattr(self, "_workers", []):
+            if worker.is_alive():
+                worker.join(timeout=5.0)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point (``extractor`` / ``ros2 run goodpoint_ros extractor``), after the rclpy demos' talker."""
     apply_fastdds_profile()
+    keep_freed_memory()  # before rclpy.init starts DDS threads: every thread then shares the main arena
     rclpy.init(args=args)
     node = None
     code = 0
