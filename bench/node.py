@@ -49,10 +49,10 @@ apply_fastdds_profile()
 
 from goodpoint_ros.images import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
-from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
+from goodpoint_ros.ros.player import camera_info, camera_sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the node harness is test code
-from probe import NodeProcess, Probe  # noqa: E402
+from probe import NodeProcess, Probe, node_memory_mb  # noqa: E402
 
 
 def measure(probe: Probe, pub, frames: list[np.ndarray], rate: float, base: int) -> dict:
@@ -129,11 +129,6 @@ def account(probe: Probe, pub, frames: list[np.ndarray], rate: float, base: int,
     return row
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-
-
 SOAK_KEYS = ("received", "processed", "dropped", "malformed", "unsupported_encoding", "decode_errors", "errors",
              "lost_stamp_gaps", "lost_rmw_event", "sync_dropped")  # fmt: skip
 
@@ -153,8 +148,7 @@ def soak(
     probe.wait_subscribed(info_pub)
     probe.spin(1.0)
     before = {k: _value(probe.diagnostics[-1], k) for k in SOAK_KEYS}
-    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-    info.k = [0.9 * w, 0.0, w / 2, 0.0, 0.9 * w, h / 2, 0.0, 0.0, 1.0]
+    info = camera_info(w, h)
     sent: dict[tuple[int, int], float] = {}
     windows, kp_seen, i = [], len(probe.keypoints), 0
     t0 = time.monotonic()
@@ -176,7 +170,7 @@ def soak(
             lat = [(t - sent[s]) * 1e3 for t, s in got if s in sent]
             times = [t for t, s in got]
             windows.append({
-                "t_s": round(time.monotonic() - t0 - lead), "rss_mb": round(_rss_mb(node.proc.pid)),
+                "t_s": round(time.monotonic() - t0 - lead), "rss_mb": round(node_memory_mb(node)["VmRSS"]),
                 "processed_hz": round(len(got) / window, 1),
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else float("nan"),
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else float("nan"),

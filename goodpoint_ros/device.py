@@ -78,20 +78,24 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
     """
     global _kept
     if _kept is None:
-        _kept = False
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None)
-            if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
-                _kept = (
-                    bool(libc.mallopt(_M_MMAP_THRESHOLD, int(limit)))
-                    and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * int(limit)))
-                    and bool(libc.mallopt(_M_ARENA_MAX, 1))
-                )
-        except OSError:  # no C library to load (not Linux)
-            pass
+        libc = _glibc("mallopt")
+        _kept = libc is not None and (
+            bool(libc.mallopt(_M_MMAP_THRESHOLD, int(limit)))
+            and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * int(limit)))
+            and bool(libc.mallopt(_M_ARENA_MAX, 1))
+        )
     return _kept
+
+
+def _glibc(function: str):
+    """This process's C library when it is glibc and has ``function``, else None (not Linux, musl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+    except OSError:  # no C library to load
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, function) else None
 
 
 def release_freed_memory() -> bool:
@@ -102,13 +106,8 @@ def release_freed_memory() -> bool:
     1313 MB, still 1289 MB 30 s later) the node calls this once the size has gone down, so memory
     returns near its baseline instead of staying at the burst's peak.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        return bool(libc.malloc_trim(0)) if hasattr(libc, "malloc_trim") else False
-    except OSError:  # not Linux
-        return False
+    libc = _glibc("malloc_trim")
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:

@@ -29,6 +29,13 @@ def inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
     return (x >= -0.5) & (y >= -0.5) & (x <= width - 0.5) & (y <= height - 0.5)
 
 
+def same_aspect(size_a: tuple[int, int], size_b: tuple[int, int], tolerance: float = 0.01) -> bool:
+    """Whether two (width, height) sizes have the same aspect ratio within ``tolerance``: one image
+    may then be scaled onto the other (a camera_info or depth image at another resolution)."""
+    (wa, ha), (wb, hb) = size_a, size_b
+    return abs((wa / wb) / (ha / hb) - 1.0) <= tolerance
+
+
 def warp_image(image: np.ndarray, H: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Warp ``image`` by ``H`` into an image of ``size`` = (width, height)."""
     return cv2.warpPerspective(image, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.geometry import verify, warp_points
+from goodpoint_ros.geometry import same_aspect, verify, warp_points
 from goodpoint_ros.image_codec import depth_array_to_meters
 
 MODES = ("mono", "rgbd", "stereo")
@@ -429,7 +429,7 @@ def calibration_for_image(calib: Calibration, width: int, height: int) -> tuple[
     cw, ch = calib.size
     sx, sy = width / cw, height / ch
     said = f"camera_info is {cw}x{ch} but the image is {width}x{height}"
-    if abs(sx / sy - 1.0) > 0.01:
+    if not same_aspect((width, height), calib.size):
         return Calibration(size=calib.size), f"{said} (another aspect ratio): K not used, no tracks or odometry"
     scale = np.diag([sx, sy, 1.0])
     p_right = None if calib.P_right is None else scale @ calib.P_right

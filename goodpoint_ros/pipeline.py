@@ -28,6 +28,7 @@ import torch
 from goodpoint_ros.extractor import Extractor
 from goodpoint_ros.features import to_numpy
 from goodpoint_ros.frames import match_frames
+from goodpoint_ros.geometry import same_aspect
 from goodpoint_ros.odometry import Calibration, OdometryStep, StreamOdometry, calibration_for_image
 from goodpoint_ros.params import INPUT_MODES, TABLE
 from goodpoint_ros.tracking import TrackIds
@@ -230,7 +231,7 @@ def _aligned_depth(depth: np.ndarray | None, hw: tuple[int, int]) -> tuple[np.nd
         return depth, None
     (dh, dw), (h, w) = depth.shape[:2], hw
     said = f"depth is {dw}x{dh} but the image is {w}x{h}"
-    if abs((w / dw) / (h / dh) - 1.0) > 0.01:
+    if not same_aspect((w, h), (dw, dh)):
         return None, f"{said} (another aspect ratio): depth not used"
     return depth, f"{said}: depth scaled to the image (same aspect ratio; is it registered to colour?)"
 

@@ -42,15 +42,13 @@ class ApproxTimeSync:
                 q.clear()
             q.append((stamp_ns, msg))
             if len(q) > self.queue_size:
-                self._unpaired(index, q.popleft()[0])
-                self.dropped[index] += 1
+                self._drop(index, q.popleft()[0])
             while all(self.queues):
                 pivot = max(q[0][0] for q in self.queues)
                 stale = False
                 for i, qi in enumerate(self.queues):
                     while qi and qi[0][0] < pivot - self.slop_ns:
-                        self._unpaired(i, qi.popleft()[0])
-                        self.dropped[i] += 1
+                        self._drop(i, qi.popleft()[0])
                         stale = True
                 if stale:
                     continue
@@ -68,8 +66,9 @@ class ApproxTimeSync:
         for group in ready:
             self.callback(group)
 
-    def _unpaired(self, index: int, stamp_ns: int) -> None:
-        """Remember the dropped message's nearest partner (called under the lock)."""
+    def _drop(self, index: int, stamp_ns: int) -> None:
+        """Count one unpairable message and remember its nearest partner (called under the lock)."""
+        self.dropped[index] += 1
         others = [s for j, q in enumerate(self.queues) if j != index for s, _ in q]
         if not others:
             self.last_unpaired = (index, None)

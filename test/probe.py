@@ -44,6 +44,16 @@ def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int =
     return str(path)
 
 
+def node_memory_mb(node: NodeProcess) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of the node process, in MB."""
+    out = {}
+    with open(f"/proc/{node.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
+
+
 def extractor_command() -> list[str]:
     exe = Path(sys.executable).with_name("extractor")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.ros.extractor_node"]
@@ -171,15 +181,11 @@ class Probe:
         """Publish ``frames`` at ``rate`` Hz like a camera driver: each image with its camera_info
         (same stamp), on a wall-clock schedule that does not wait for the node. Returns the sent
         stamps (``stamps`` overrides them: a list of builtin_interfaces Time) and the send times."""
-        from sensor_msgs.msg import CameraInfo
-
         from goodpoint_ros.ros.conversions import numpy_to_image
+        from goodpoint_ros.ros.player import camera_info
 
         h, w = frames[0].shape[:2]
-        if info is None:
-            f = 0.9 * w
-            info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-            info.k = [f, 0.0, w / 2, 0.0, f, h / 2, 0.0, 0.0, 1.0]
+        info = info or camera_info(w, h)
         sent: list[tuple[tuple[int, int], float]] = []
         t0 = time.monotonic()
         for i, frame in enumerate(frames):

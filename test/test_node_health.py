@@ -27,12 +27,12 @@ apply_fastdds_profile()
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from probe import NodeProcess, Probe  # noqa: E402
+from probe import NodeProcess, Probe, node_memory_mb  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from goodpoint_ros.images import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
-from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
+from goodpoint_ros.ros.player import camera_info, camera_sequence  # noqa: E402
 from goodpoint_ros.synthetic import render_sequence  # noqa: E402
 
 DOMAIN_MONO, DOMAIN_RGBD = 91, 92
@@ -40,13 +40,6 @@ SIZE = (320, 240)
 WAIT = 30.0
 DIAG = {"diagnostics_period": 0.25, "diagnostics_window": 1.5, "device": "cpu", "publish_debug_image": False}
 pytestmark = pytest.mark.slow
-
-
-def info_for(w: int, h: int) -> CameraInfo:
-    f = 0.9 * w
-    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-    info.k = [f, 0.0, w / 2, 0.0, f, h / 2, 0.0, 0.0, 1.0]
-    return info
 
 
 class Camera:
@@ -73,11 +66,6 @@ class Camera:
         if wait:
             ok = self.probe.spin_until(lambda: len(self.probe.keypoints) > before, WAIT)
             assert ok, f"no keypoints for frame {self.n}: {self.probe.diagnostics[-1:]}"
-
-
-def stamp_of(i: int, base: int) -> Time:
-    ns = i * 33_333_333
-    return Time(sec=base + ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +95,7 @@ def _matches_since(probe: Probe, start: int) -> int:
 def test_zero_stamps_still_match_and_move_and_warn(mono):
     node, probe, cam, _ = mono
     room = render_sequence(15, *SIZE, amplitude=0.3)  # real 3D motion: mono odometry moves
-    info = info_for(*SIZE)
+    info = camera_info(*SIZE)
     info.k = room.K.ravel().tolist()
     m0, o0 = len(probe.matches), len(probe.other["/goodpoint_extractor/odometry"])
     for f in room.frames:
@@ -128,7 +116,7 @@ def test_repeated_stamps_match_every_frame(mono, frames):
     probe.spin(0.5)
     m0 = len(probe.matches)
     for i, f in enumerate(frames[15:31]):
-        cam.send(numpy_to_image(f, "rgb8"), stamp_of(i // 2, 7_000), info_for(*SIZE))
+        cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i // 2, 7_000), camera_info(*SIZE))
     probe.spin(0.5)
     assert _matches_since(probe, m0) == 16, "each frame matched, the repeats included"
     probe.wait_message("header stamps are repeated")
@@ -137,12 +125,12 @@ def test_repeated_stamps_match_every_frame(mono, frames):
 def test_camera_info_for_another_size_is_scaled_or_refused_with_a_warning(mono, frames):
     node, probe, cam, _ = mono
     for i, f in enumerate(frames[:6]):
-        cam.send(numpy_to_image(f, "rgb8"), stamp_of(i, 8_000), info_for(160, 120))
+        cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i, 8_000), camera_info(160, 120))
     d = probe.wait_message("camera_info is 160x120 but the image is 320x240: K scaled by 2")
     assert d["_level"] == 1
     o0 = len(probe.other["/goodpoint_extractor/odometry"])
     for i, f in enumerate(frames[6:12], 6):
-        cam.send(numpy_to_image(f, "rgb8"), stamp_of(i, 8_000), info_for(320, 180))
+        cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i, 8_000), camera_info(320, 180))
     probe.wait_message("camera_info is 320x180 but the image is 320x240 (another aspect ratio): K not used")
     probe.spin(0.5)
     assert len(probe.other["/goodpoint_extractor/odometry"]) == o0, "no odometry from a K of unknown crop"
@@ -151,15 +139,15 @@ def test_camera_info_for_another_size_is_scaled_or_refused_with_a_warning(mono, 
 def test_resolution_change_restarts_instead_of_matching_across_sizes(mono, frames):
     node, probe, cam, _ = mono
     for i, f in enumerate(frames[:4]):
-        cam.send(numpy_to_image(f, "rgb8"), stamp_of(i, 9_000), info_for(*SIZE))
+        cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i, 9_000), camera_info(*SIZE))
     big = cv2.resize(frames[4], (640, 480))
     probe.spin(0.5)  # the last matches message may follow its keypoints
     m0 = len(probe.matches)
-    cam.send(numpy_to_image(big, "rgb8"), stamp_of(4, 9_000), info_for(640, 480))
+    cam.send(numpy_to_image(big, "rgb8"), probe.stamp(4, 9_000), camera_info(640, 480))
     probe.spin(0.5)
     assert len(probe.matches) == m0, "the first frame of the new size has no previous frame"
     probe.wait_message("image size changed 320x240 -> 640x480: tracks restarted")
-    cam.send(numpy_to_image(cv2.resize(frames[5], (640, 480)), "rgb8"), stamp_of(5, 9_000), info_for(640, 480))
+    cam.send(numpy_to_image(cv2.resize(frames[5], (640, 480)), "rgb8"), probe.stamp(5, 9_000), camera_info(640, 480))
     probe.spin(0.5)
     assert len(probe.matches) == m0 + 1
 
@@ -186,7 +174,7 @@ def test_driver_encodings_decode_and_an_unknown_one_is_named_once(mono, frames):
     for i, msg in enumerate(
         [_yuyv(frames[0], False), _yuyv(frames[1], True), _nv(frames[2], False), _nv(frames[3], True)]
     ):
-        cam.send(msg, stamp_of(i, 10_000), info_for(*SIZE))
+        cam.send(msg, probe.stamp(i, 10_000), camera_info(*SIZE))
     n = len(probe.keypoints[-1][2]["keypoints"])
     assert n > 50, f"{n} keypoints from an NV21 frame"
     probe.spin(0.6)
@@ -194,16 +182,11 @@ def test_driver_encodings_decode_and_an_unknown_one_is_named_once(mono, frames):
     for i in range(3):
         msg = numpy_to_image(frames[i], "rgb8")
         msg.encoding = "yuv420_10bit_unknown"
-        cam.send(msg, stamp_of(4 + i, 10_000), wait=False)
+        cam.send(msg, probe.stamp(4 + i, 10_000), wait=False)
     probe.spin_until(lambda: probe.diag("unsupported_encoding") >= unsupported + 3, WAIT)
     assert probe.diag("unsupported_encoding") == unsupported + 3
     assert probe.diag("malformed") == malformed, "an unknown encoding is not a malformed message"
     probe.wait_message("yuv420_10bit_unknown")
-
-
-def _rss_mb(node: NodeProcess) -> float:
-    with open(f"/proc/{node.proc.pid}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_4k_burst_warns_that_the_model_falls_behind_and_memory_comes_back(mono, frames):
@@ -212,13 +195,13 @@ def test_4k_burst_warns_that_the_model_falls_behind_and_memory_comes_back(mono, 
     k = 0
     for _ in range(3):  # settle at 640x480
         for msg in vga:
-            cam.send(msg, stamp_of(k, 11_000), info_for(640, 480))
+            cam.send(msg, probe.stamp(k, 11_000), camera_info(640, 480))
             k += 1
-    base = _rss_mb(node)
+    base = node_memory_mb(node)["VmRSS"]
     big = numpy_to_image(cv2.resize(frames[0], (3840, 2160)), "rgb8")
     t0, sent = time.monotonic(), 0
     while time.monotonic() - t0 < 3.0:  # a 4K camera at 30 Hz: the model cannot keep up
-        cam.send(big, stamp_of(k, 11_000), wait=False)
+        cam.send(big, probe.stamp(k, 11_000), wait=False)
         k, sent = k + 1, sent + 1
         probe.spin(max(0.0, t0 + sent / 30.0 - time.monotonic()))
     d = probe.wait_message("keep-latest drops the rest", timeout=15)
@@ -226,9 +209,9 @@ def test_4k_burst_warns_that_the_model_falls_behind_and_memory_comes_back(mono, 
     probe.spin(3.0)  # the last 4K frame finishes
     for _ in range(3):
         for msg in vga:
-            cam.send(msg, stamp_of(k, 11_000), info_for(640, 480))
+            cam.send(msg, probe.stamp(k, 11_000), camera_info(640, 480))
             k += 1
-    after = _rss_mb(node)
+    after = node_memory_mb(node)["VmRSS"]
     print(f"RSS {base:.0f} MB before the 4K burst, {after:.0f} MB after")
     # measured: 430 -> 541 MB (before this change: 442 -> 1313 MB, still 1289 MB 30 s later). What
     # stays is the DDS reader's history, reallocated to the 25 MB samples (5 deep), not the model's.

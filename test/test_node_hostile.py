@@ -30,7 +30,7 @@ from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
 apply_fastdds_profile()  # before any participant exists in this process (collection time)
 
 import cv2  # noqa: E402
-from probe import NodeProcess, Probe  # noqa: E402
+from probe import NodeProcess, Probe, node_memory_mb  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
 from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS  # noqa: E402
@@ -101,16 +101,6 @@ def _key(stamp) -> tuple[int, int]:
 
 def _answered(probe: Probe, stamp) -> bool:
     return probe.spin_until(lambda: any(_key(h.stamp) == _key(stamp) for _, h, _ in probe.keypoints), WAIT)
-
-
-def _vm(node: NodeProcess) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of the node process, in MB."""
-    out = {}
-    with open(f"/proc/{node.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1]) // 1024
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +293,7 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
     for _ in range(3):  # warm: the model's working memory is in the peak before the bombs
         valid()
     probe.spin(0.6)
-    mem0 = _vm(node)
+    mem0 = node_memory_mb(node)
     malformed0, decode0 = _diag(probe, "malformed"), _diag(probe, "decode_errors")
 
     bombs = [png_bomb(4000), png_bomb(16000)]
@@ -317,7 +307,7 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
         img_pub.publish(c)
         _wait_diag(probe, "malformed", malformed0 + k)
         valid()
-    mem1 = _vm(node)
+    mem1 = node_memory_mb(node)
     print("node memory (MB) before/after the bombs:", mem0, mem1)
     assert mem1["VmHWM"] - mem0["VmHWM"] < 100 and mem1["VmRSS"] - mem0["VmRSS"] < 100, (mem0, mem1)
 

@@ -8,13 +8,14 @@ first already runs the next frame's network (the matching and messages of one 64
 ~25 ms that no longer add to the network's time). A slow model therefore never builds a backlog:
 frames overwritten in the slot are counted as dropped. What only the whole stream shows (the model
 falling behind the camera, stereo/RGB-D inputs that never pair, a camera_info or depth image of
-another size, zero or repeated stamps) is a WARN on /diagnostics and a throttled log line. Frames lost before the callback are counted from header-stamp gaps
-(``accounting.StampGaps``) and, where the RMW reports it, its message-lost event. The ROS side
-runs on a ``SingleThreadedExecutor``: every callback is O(1) (the model runs on the worker
-thread), and rclpy 9's ``MultiThreadedExecutor`` re-queues a ready callback in a busy loop while
-it waits for a pool thread (rclpy #1452): with camera_info and every output subscribed the node
-fell to 1-2 Hz in about half of all 10-second trials at 30 Hz (test_node_live.py). Matching, tracks and
-odometry run only while an output that needs them has a subscriber; keypoints always.
+another size, zero or repeated stamps) is a WARN on /diagnostics and a throttled log line.
+Frames lost before the callback are counted from header-stamp gaps (``accounting.StampGaps``)
+and, where the RMW reports it, its message-lost event. The ROS side runs on a
+``SingleThreadedExecutor``: every callback is O(1) (the model runs on the worker threads), and
+rclpy 9's ``MultiThreadedExecutor`` re-queues a ready callback in a busy loop while it waits for a
+pool thread (rclpy #1452): with camera_info and every output subscribed the node fell to 1-2 Hz
+in about half of all 10-second trials at 30 Hz (test_node_live.py). Matching, tracks and odometry
+run only while an output that needs them has a subscriber; keypoints always.
 Outputs carry the input header (same stamp, same frame_id). Topic layouts: ``layout.py``.
 Once ``camera_info`` has arrived, ``~/tracks`` (VINS-Fusion layout) and ``~/odometry`` follow the
 input mode (mono / RGB-D / stereo); tracking state and resets go to ``/diagnostics``. The per-frame

@@ -55,6 +55,18 @@ def frame_to_frame(h0: np.ndarray, h1: np.ndarray) -> np.ndarray:
     return h1 @ np.linalg.inv(h0)
 
 
+def camera_info(width: int, height: int, frame_id: str = "camera"):
+    """A plain pinhole sensor_msgs/CameraInfo for the virtual camera (f = 0.9 width, centred, no
+    distortion): what the player publishes, and what the node tests and benches send."""
+    from sensor_msgs.msg import CameraInfo  # a ROS message: only where one is published
+
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    f = 0.9 * width
+    info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+    info.header.frame_id = frame_id
+    return info
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Publish a virtual camera moving over a real photo.")
     ap.add_argument("--photo", default="astronaut", help="scikit-image photo name (astronaut, coffee, rocket...)")
@@ -94,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     pub_info = node.create_publisher(CameraInfo, info_topic, qos)
     photo = sample_photo(args.photo)
     size = (args.width, args.height)
-    f = 0.9 * args.width
-    info = CameraInfo(width=args.width, height=args.height, distortion_model="plumb_bob")
-    info.k = [f, 0.0, args.width / 2, 0.0, f, args.height / 2, 0.0, 0.0, 1.0]
-    info.header.frame_id = args.frame_id
+    info = camera_info(args.width, args.height, args.frame_id)
     try:
         time.sleep(args.start_delay)
         period = 1.0 / args.rate
