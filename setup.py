@@ -1,6 +1,6 @@
 """ament_python package at the repo root: ``colcon build`` on ROS 2, ``pip install -e .`` in a venv.
 
-The training code lives in ``training/`` at the repo root (``python -m training.train`` from a
+The training code lives in ``training/`` at the repo root (``python -m goodpoint_ros.training.train`` from a
 checkout) and installs as ``goodpoint_ros.training``: nothing but ``goodpoint_ros`` lands at the
 top level of site-packages, where a generic name like ``training`` would collide with other
 projects' modules.
@@ -38,18 +38,18 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            # every script goes through goodpoint_ros.entry_points: a missing dependency is one line
+            # every script goes through goodpoint_ros.cli.entry_points: a missing dependency is one line
             # ROS-free tools
-            "goodpoint-extract = goodpoint_ros.entry_points:extract",
-            "goodpoint-match = goodpoint_ros.entry_points:match",
-            "goodpoint-export = goodpoint_ros.entry_points:export",
-            "goodpoint-bag = goodpoint_ros.entry_points:bag",
-            "goodpoint-train = goodpoint_ros.entry_points:train",
-            "goodpoint-eval = goodpoint_ros.entry_points:evaluate",
+            "goodpoint-extract = goodpoint_ros.cli.entry_points:extract",
+            "goodpoint-match = goodpoint_ros.cli.entry_points:match",
+            "goodpoint-export = goodpoint_ros.cli.entry_points:export",
+            "goodpoint-bag = goodpoint_ros.cli.entry_points:bag",
+            "goodpoint-train = goodpoint_ros.cli.entry_points:train",
+            "goodpoint-eval = goodpoint_ros.cli.entry_points:evaluate",
             # ROS 2 nodes (`ros2 run goodpoint_ros extractor`)
-            "extractor = goodpoint_ros.entry_points:extractor",
-            "player = goodpoint_ros.entry_points:player",
-            "goodpoint-demo = goodpoint_ros.entry_points:demo",
+            "extractor = goodpoint_ros.cli.entry_points:extractor",
+            "player = goodpoint_ros.cli.entry_points:player",
+            "goodpoint-demo = goodpoint_ros.cli.entry_points:demo",
         ],
     },
 )

@@ -16,9 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from goodpoint_ros.backends.timing import time_backend, time_torch_stages  # noqa: E402
+from timing import time_backend, time_torch_stages  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

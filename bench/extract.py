@@ -42,12 +42,12 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.checkpoint import shipped_weights
-from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
+from goodpoint_ros.backends.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, keep_freed_memory, resolve_precision
-from goodpoint_ros.features import pad_to_multiple, prepare_image, run_network, to_numpy
-from goodpoint_ros.images import parse_size, sample_photo
-from goodpoint_ros.matching import match_mnn, match_per_set
+from goodpoint_ros.io.image_files import parse_size, sample_photo
+from goodpoint_ros.models.checkpoint import shipped_weights
+from goodpoint_ros.models.features import pad_to_multiple, prepare_image, run_network, to_numpy
+from goodpoint_ros.vo.matching import match_mnn, match_per_set
 
 MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
 # What each backend runs on a CPU: the torch backend autocasts, onnxruntime quantises.

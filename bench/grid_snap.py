@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ when run from a checkout
+from goodpoint_ros.training.evaluate import generated_pairs  # noqa: E402
 
 from goodpoint_ros.backends import make_extractor  # noqa: E402
-from goodpoint_ros.geometry import warp_points  # noqa: E402
-from goodpoint_ros.matching import match_mnn  # noqa: E402
-from training.evaluate import generated_pairs  # noqa: E402
+from goodpoint_ros.vo.geometry import warp_points  # noqa: E402
+from goodpoint_ros.vo.matching import match_mnn  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile
 
 apply_fastdds_profile()
 
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_info, camera_sequence  # noqa: E402
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/vo.py                       # table of ATE / RPE, rgbd + stereo + mono
     .venv/bin/python bench/vo.py --write-bag /tmp/room # also write the sequence as a ROS 2 bag (mcap)
 
-The sequence comes from ``goodpoint_ros.synthetic`` (photos on the walls of a box, exact depth and
+The sequence comes from ``synthetic`` (photos on the walls of a box, exact depth and
 poses). Features: learned models through ``backends.make_extractor`` (shipped weights, random with a
 warning if none ship) and ORB (``classical``), all through ``backends.make_extractor``; all matched by ``matching.match_features``
 (mutual nearest neighbour) and fed to ``odometry.VisualOdometry``.
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from synthetic import Sequence, camera_info_p, render_sequence
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.extractor import numpy_to_features
-from goodpoint_ros.features import to_numpy
-from goodpoint_ros.matching import match_features
-from goodpoint_ros.odometry import VisualOdometry
-from goodpoint_ros.synthetic import Sequence, camera_info_p, render_sequence
+from goodpoint_ros.backends.extractor import numpy_to_features
+from goodpoint_ros.models.features import to_numpy
+from goodpoint_ros.vo.matching import match_features
+from goodpoint_ros.vo.odometry import VisualOdometry
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool) -> tuple[float, np.ndarray, np.ndarray]:

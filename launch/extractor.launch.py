@@ -3,7 +3,7 @@
     ros2 launch goodpoint_ros extractor.launch.py namespace:=/robot1 input_mode:=rgbd params_file:=my.yaml
 
 Thin on purpose: every decision (remaps per input mode, which arguments override the params file,
-the Fast DDS profile, namespace, use_sim_time) is made by ``goodpoint_ros.launch_logic.node_setup``
+the Fast DDS profile, namespace, use_sim_time) is made by ``goodpoint_ros.node.launch_logic.node_setup``
 when the launch runs, which the test suite covers without launch_ros. ``ros2 launch ... --show-args``
 lists the arguments; an empty one leaves the params file's value alone.
 """
@@ -11,7 +11,7 @@ lists the arguments; an empty one leaves the params file's value alone.
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
 
-from goodpoint_ros.launch_logic import EXECUTABLE, LAUNCH_ARGUMENTS, PACKAGE, node_setup
+from goodpoint_ros.node.launch_logic import EXECUTABLE, LAUNCH_ARGUMENTS, PACKAGE, node_setup
 from launch import LaunchDescription
 
 

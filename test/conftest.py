@@ -9,6 +9,6 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
-    from goodpoint_ros.images import sample_photo
+    from goodpoint_ros.io.image_files import sample_photo
 
     return sample_photo("astronaut")[:240, :320].copy()

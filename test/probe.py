@@ -23,7 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
-from goodpoint_ros.layout import read_keypoints, read_matches
+from goodpoint_ros.io.cloud_layout import read_keypoints, read_matches
 
 
 def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int = 0) -> str:
@@ -36,8 +36,8 @@ def seeded_weights(path: str | Path, model: str = "goodpoint_small", seed: int =
     """
     import torch
 
-    from goodpoint_ros.checkpoint import save_weights
     from goodpoint_ros.models import build_model
+    from goodpoint_ros.models.checkpoint import save_weights
 
     torch.manual_seed(seed)
     save_weights(build_model(model), path, detection={"detection_threshold": 0.0})

@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from synthetic import render_sequence
 
-from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.image_codec import ImageDecodeError, check_message, decode_image
-from goodpoint_ros.odometry import Calibration
-from goodpoint_ros.pipeline import FramePipeline
-from goodpoint_ros.synthetic import render_sequence
+from goodpoint_ros.io.image_codec import ImageDecodeError, check_message, decode_image
+from goodpoint_ros.node.accounting import RateCounter, StampGaps, TimeWindow
+from goodpoint_ros.vo.odometry import Calibration
+from goodpoint_ros.vo.pipeline import FramePipeline
 
 PERIOD = 33_333_333
 

@@ -8,7 +8,7 @@ import torch
 
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.backends.export import compare_keypoints, descriptor_diff
-from goodpoint_ros.features import to_numpy
+from goodpoint_ros.models.features import to_numpy
 
 
 def pair(name: str, tmp_path, conf=None, **kw):

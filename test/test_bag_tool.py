@@ -21,8 +21,8 @@ pytest.importorskip("rosbags")
 
 from rosbags.highlevel import AnyReader  # noqa: E402
 
-from goodpoint_ros.bag_tool import main  # noqa: E402
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.cli.bag import main  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ["--topic", "/camera/image_raw", "--model", "goodpoint_small", "--weights", "random", "--device", "cpu",
@@ -54,7 +54,7 @@ def test_a_cut_message_is_skipped_and_the_7_intact_frames_are_written(tmp_path: 
 
     write_bag(tmp_path / "in", frames(8), "mcap", corrupt=3)  # message 3 cut to 40 bytes
     exe = Path(sys.executable).with_name("goodpoint-bag")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.bag_tool"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.cli.bag"]
     r = subprocess.run([*cmd, str(tmp_path / "in"), str(tmp_path / "out"), *MODEL], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "7 frames written, 1 skipped (0 undecodable, 1 malformed, 0 unreadable)" in r.stdout, r.stdout
@@ -93,7 +93,7 @@ def test_ctrl_c_keeps_the_frames_done_in_a_readable_bag(tmp_path: Path):
     # weights find no keypoints at the model's threshold and finished 300 small frames first.
     write_bag(tmp_path / "in", frames(300, (320, 240)) * 2, "mcap")
     model = [*MODEL[:4], "--weights", "default", *MODEL[6:]]
-    cmd = [sys.executable, "-m", "goodpoint_ros.bag_tool", str(tmp_path / "in"), str(tmp_path / "out"), *model]
+    cmd = [sys.executable, "-m", "goodpoint_ros.cli.bag", str(tmp_path / "in"), str(tmp_path / "out"), *model]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not leftovers(tmp_path):

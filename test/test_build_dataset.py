@@ -5,13 +5,13 @@ import csv
 import subprocess
 from pathlib import Path
 
+import build_dataset
 import cv2
 import numpy as np
 import pytest
+from build_dataset import DENYLIST, HELDOUT_SOURCES, jpeg_streams, main, split_by_source
 
-from goodpoint_ros.images import sample_photo
-from training import build_dataset
-from training.build_dataset import DENYLIST, HELDOUT_SOURCES, jpeg_streams, main, split_by_source
+from goodpoint_ros.io.image_files import sample_photo
 
 
 def _write(path, rgb):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from goodpoint_ros.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint
+from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = WEIGHTS_DIR / "goodpoint_small.pt"
@@ -94,12 +94,12 @@ def test_clis_print_one_line_and_exit_2(tmp_path: Path, photo):
     code, truncated = str(files["code"][0]), str(files["truncated"][0])
     cases = {
         "goodpoint-extract": (
-            "import sys; from goodpoint_ros.cli import extract_main; sys.exit(extract_main(sys.argv[1:]))",
+            "import sys; from goodpoint_ros.cli.match import extract_main; sys.exit(extract_main(sys.argv[1:]))",
             ["--model", "goodpoint_small", "--weights", code, str(img), "-o", str(tmp_path / "o.npz")],
             code,
         ),
         "goodpoint-match": (
-            "import sys; from goodpoint_ros.cli import match_main; sys.exit(match_main(sys.argv[1:]))",
+            "import sys; from goodpoint_ros.cli.match import match_main; sys.exit(match_main(sys.argv[1:]))",
             ["--model", "goodpoint_small", "--weights", truncated, str(img), str(img)],
             truncated,
         ),
@@ -109,7 +109,7 @@ def test_clis_print_one_line_and_exit_2(tmp_path: Path, photo):
             code,
         ),
         "goodpoint-eval": (
-            "import sys; from training.evaluate import main; sys.exit(main(sys.argv[1:]))",
+            "import sys; from goodpoint_ros.training.evaluate import main; sys.exit(main(sys.argv[1:]))",
             [
                 "--photos",
                 str(tmp_path),
@@ -136,7 +136,7 @@ def test_cli_refuses_an_image_above_max_pixels(tmp_path: Path):
 
     img = tmp_path / "big.png"
     cv2.imwrite(str(img), np.zeros((100, 120), np.uint8))
-    script = "import sys; from goodpoint_ros.cli import extract_main; sys.exit(extract_main(sys.argv[1:]))"
+    script = "import sys; from goodpoint_ros.cli.match import extract_main; sys.exit(extract_main(sys.argv[1:]))"
     r = run_cli(script, "--weights", "random", "--max-pixels", "10000", str(img), "-o", str(tmp_path / "o.npz"))
     assert r.returncode == 2 and r.stderr.splitlines() == [
         f"error: {img}: PNG 120x100 has 12000 pixels, more than max_pixels 10000 (refused before decoding)"
@@ -144,7 +144,7 @@ def test_cli_refuses_an_image_above_max_pixels(tmp_path: Path):
 
 
 def test_atomic_save_modes_failed_write_and_no_temporaries(tmp_path: Path):
-    from goodpoint_ros.checkpoint import atomic_torch_save
+    from goodpoint_ros.models.checkpoint import atomic_torch_save
 
     old = os.umask(0o022)
     try:
@@ -162,7 +162,7 @@ def test_atomic_save_modes_failed_write_and_no_temporaries(tmp_path: Path):
 
 
 def test_remove_temporaries_takes_only_unfinished_writes(tmp_path: Path):
-    from goodpoint_ros.checkpoint import remove_temporaries
+    from goodpoint_ros.models.checkpoint import remove_temporaries
 
     stale = [".checkpoint.pt.tmp-123-0a1b2c3d", ".checkpoint.pt.k2j4_x9a", ".checkpoint_0000200.pt.abcdefgh"]
     keep = ["checkpoint.pt", "model.pt", ".checkpoint.pt", ".hidden", "notes.pt.txt", "log.csv"]

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.images import sample_photo  # noqa: E402
-from goodpoint_ros.layout import field_specs, keypoints_dtype  # noqa: E402
+from goodpoint_ros.io.cloud_layout import field_specs, keypoints_dtype  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import (  # noqa: E402
     ImageDecodeError,
     compressed_to_numpy,

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from goodpoint_ros.backends.torch_backend import TorchExtractor
-from goodpoint_ros.checkpoint import CheckpointError, load_model, read_checkpoint, save_weights
-from goodpoint_ros.features import (
+from goodpoint_ros.models import build_model
+from goodpoint_ros.models.checkpoint import CheckpointError, load_model, read_checkpoint, save_weights
+from goodpoint_ros.models.features import (
     extract_batch,
     nms_mask,
     pad_to_multiple,
     prepare_image,
     refine_keypoints,
 )
-from goodpoint_ros.matching import _mutual_nn, match_mnn, match_per_set
-from goodpoint_ros.models import build_model
+from goodpoint_ros.vo.matching import _mutual_nn, match_mnn, match_per_set
 
 
 def test_peak_in_odd_sized_image_is_reported_at_its_pixel():
@@ -230,7 +230,7 @@ def test_cli_extract_contract_and_unreadable_image(tmp_path, photo):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), photo)
     out = tmp_path / "f.npz"
-    cmd = [sys.executable, "-m", "goodpoint_ros.cli_extract"]
+    cmd = [sys.executable, "-m", "goodpoint_ros.cli.extract"]
     r = subprocess.run(
         [
             *cmd,
@@ -289,7 +289,7 @@ def test_ratio_test_equals_lowes_top_two_in_both_directions():
 def test_cpu_topk_over_candidates_equals_topk_over_the_masked_map(k):
     """The CPU path (top-k among the NMS survivors only) keeps the points, scores and order of a
     top-k over the whole masked map, including rows with fewer than k candidates or none."""
-    from goodpoint_ros.features import _topk_of_candidates
+    from goodpoint_ros.models.features import _topk_of_candidates
 
     g = torch.Generator().manual_seed(k)
     scores = torch.rand(4, 30 * 20, generator=g)  # distinct values: one right answer

@@ -1,4 +1,4 @@
-"""The demo picture (goodpoint_ros.drawing) on real features: a real photo seen by a panning camera,
+"""The demo picture (goodpoint_ros.io.drawing) on real features: a real photo seen by a panning camera,
 keypoints from the shipped goodpoint_small, tracks and matches as the node makes them."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.drawing import (
+from goodpoint_ros.backends.extractor import numpy_to_features
+from goodpoint_ros.io.drawing import (
     GREEN,
     RED,
     age_colours,
@@ -18,12 +19,11 @@ from goodpoint_ros.drawing import (
     scaled,
     track_polylines,
 )
-from goodpoint_ros.extractor import numpy_to_features
-from goodpoint_ros.features import FEATURE_KEYS
-from goodpoint_ros.frames import match_frames
-from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import sample_photo
-from goodpoint_ros.tracking import TrackIds
+from goodpoint_ros.io.image_files import sample_photo
+from goodpoint_ros.models.features import FEATURE_KEYS
+from goodpoint_ros.vo.geometry import warp_image
+from goodpoint_ros.vo.pipeline import match_frames
+from goodpoint_ros.vo.tracking import TrackIds
 
 FRAMES = 10  # 1 s of a 10 Hz camera
 

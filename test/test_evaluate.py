@@ -5,9 +5,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from goodpoint_ros.training.evaluate import hpatches_pairs, main
 
-from goodpoint_ros.images import sample_photo
-from training.evaluate import hpatches_pairs, main
+from goodpoint_ros.io.image_files import sample_photo
 
 
 @pytest.fixture()
@@ -92,7 +92,7 @@ def test_random_weight_runs_are_reproducible(photo_dir, tmp_path):
 
 
 def test_pairs_at_camera_resolution(photo_dir):
-    from training.evaluate import generated_pairs
+    from goodpoint_ros.training.evaluate import generated_pairs
 
     pairs = list(generated_pairs(photo_dir, 3, seed=1, max_side=None, size=(320, 240)))
     assert [p.image0.shape[:2] for p in pairs] == [(240, 320)] * 3

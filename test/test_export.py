@@ -87,7 +87,7 @@ def test_bad_export_requests_fail_clearly(tmp_path, capsys):
 def test_cpu_window_max_equals_the_traced_max_pool(radius):
     """The eager CPU NMS (shifted maxima by doubling) and the exported one (MaxPool) keep the
     same points, ties and borders included; the window maxima themselves are equal."""
-    from goodpoint_ros.features import _window_max, nms_mask
+    from goodpoint_ros.models.features import _window_max, nms_mask
 
     y = torch.randn(1, 2, 23, 31)
     pooled = F.max_pool2d(y, 2 * radius + 1, stride=1, padding=radius)

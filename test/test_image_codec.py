@@ -1,4 +1,4 @@
-"""goodpoint_ros.image_codec without ROS: duck-typed messages (SimpleNamespace) of every kind it decodes."""
+"""goodpoint_ros.io.image_codec without ROS: duck-typed messages (SimpleNamespace) of every kind it decodes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.image_codec import (
+from goodpoint_ros.io.image_codec import (
     DEFAULT_MAX_PIXELS,
     ENCODINGS,
     PLANAR_ENCODINGS,
@@ -59,7 +59,7 @@ def compressed(arr_bgr: np.ndarray, ext: str, fmt: str) -> SimpleNamespace:
 
 
 def test_imports_nothing_from_ros():
-    import goodpoint_ros.image_codec as codec
+    import goodpoint_ros.io.image_codec as codec
 
     tree = ast.parse(Path(codec.__file__).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -208,7 +208,7 @@ def png_bomb(width: int, height: int, claim: tuple[int, int] | None = None) -> b
 RSS_PROBE = """
 import sys
 from types import SimpleNamespace
-from goodpoint_ros.image_codec import ImageDecodeError, decode_image
+from goodpoint_ros.io.image_codec import ImageDecodeError, decode_image
 
 def peak_kib():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from goodpoint_ros.training.metrics import coverage_fraction, evaluate_pair, harmonic_mean, separability, summarize
 
-from goodpoint_ros.geometry import inside, warp_points
-from training.metrics import coverage_fraction, evaluate_pair, harmonic_mean, separability, summarize
+from goodpoint_ros.vo.geometry import inside, warp_points
 
 SHAPE = (240, 320)
 

@@ -12,16 +12,16 @@ import copy
 
 import pytest
 import torch
+from goodpoint_ros.training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
 
 from goodpoint_ros.backends import FRONT_ENDS
+from goodpoint_ros.backends.classical import CLASSICAL
 from goodpoint_ros.backends.graph import ExportGraph
-from goodpoint_ros.classical import CLASSICAL
-from goodpoint_ros.cli import _add_model_args
-from goodpoint_ros.features import extract_batch, run_network
+from goodpoint_ros.cli.match import _add_model_args
 from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, build_model
 from goodpoint_ros.models.base import fold_batchnorm
+from goodpoint_ros.models.features import extract_batch, run_network
 from goodpoint_ros.models.fusion import ConvAct, MaxPool2x2, fuse_for_cpu
-from training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.features import rescale_keypoints
+from goodpoint_ros.models.features import rescale_keypoints
 
 
 def _blob(h: int, w: int, x0: float, y0: float, sigma: float = 6.0) -> torch.Tensor:

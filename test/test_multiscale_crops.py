@@ -10,10 +10,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from goodpoint_ros.training import datasets
+from goodpoint_ros.training.datasets import (
+    DataError,
+    ImageFolder,
+    PairDataset,
+    build_source,
+    multiscale_view,
+    parse_crop_scale,
+)
 
-from goodpoint_ros.images import sample_photo
-from training import datasets
-from training.datasets import DataError, ImageFolder, PairDataset, build_source, multiscale_view, parse_crop_scale
+from goodpoint_ros.io.image_files import sample_photo
 
 
 def _big_photo(tmp_path, side: int = 1536) -> None:
@@ -56,7 +63,7 @@ def test_config_key_and_per_source_override(tmp_path) -> None:
 
 
 class _Slice:
-    """Like training.train's slice of a source: passes frames through untouched."""
+    """Like goodpoint_ros.training.train's slice of a source: passes frames through untouched."""
 
     def __init__(self, source) -> None:
         self.source = source

@@ -15,8 +15,8 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.rosbag2 import Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from goodpoint_ros.images import sample_photo  # noqa: E402
-from goodpoint_ros.layout import read_keypoints, read_matches  # noqa: E402
+from goodpoint_ros.io.cloud_layout import read_keypoints, read_matches  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _write_bag(path: Path, frames, topic="/camera/image_raw", bad_at=None):
 
 def _run(*args):
     exe = Path(sys.executable).with_name("goodpoint-bag")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.bag_tool"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "goodpoint_ros.cli.bag"]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300)
 
 

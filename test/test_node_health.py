@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 
@@ -29,11 +29,11 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from probe import NodeProcess, Probe, node_memory_mb  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from synthetic import render_sequence  # noqa: E402
 
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_info, camera_sequence  # noqa: E402
-from goodpoint_ros.synthetic import render_sequence  # noqa: E402
 
 DOMAIN_MONO, DOMAIN_RGBD = 91, 92
 SIZE = (320, 240)

@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()  # before any participant exists in this process (collection time)
 
@@ -33,8 +33,8 @@ import cv2  # noqa: E402
 from probe import NodeProcess, Probe, node_memory_mb  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
-from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS  # noqa: E402
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.io.image_codec import DEFAULT_MAX_PIXELS  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.params import TABLE  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 
@@ -344,7 +344,7 @@ def test_compressed_bombs_corrupt_jpeg_and_bad_depth(nodes, photo):
 def test_stereo_with_nobody_wanting_matches_publishes_keypoints_only():
     """Stereo: with no subscriber to any output that needs matching, no left/right matching runs
     (none is published) and the frames still go out as keypoints, without errors."""
-    from goodpoint_ros.images import sample_pair
+    from goodpoint_ros.io.image_files import sample_pair
 
     left, right = (cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA) for im in sample_pair())
     node = NodeProcess(

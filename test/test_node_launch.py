@@ -1,4 +1,4 @@
-"""The launch file's decisions (goodpoint_ros.launch_logic) for every input mode, the Fast DDS profile
+"""The launch file's decisions (goodpoint_ros.node.launch_logic) for every input mode, the Fast DDS profile
 rule it shares with the console scripts, and the launch file's shape (parsed, not run: launch_ros is
 not installable here)."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goodpoint_ros.launch_logic import (
+from goodpoint_ros.node.launch_logic import (
     LAUNCH_ARGUMENTS,
     NODE_NAME,
     OVERRIDES,
@@ -163,7 +163,7 @@ def test_launch_file_is_thin_and_calls_only_the_launch_logic():
     tree = ast.parse(LAUNCH.read_text(), str(LAUNCH))
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert modules <= {"launch", "launch.actions", "launch_ros.actions", "goodpoint_ros.launch_logic"}, modules
+    assert modules <= {"launch", "launch.actions", "launch_ros.actions", "goodpoint_ros.node.launch_logic"}, modules
     assert "environ" not in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     funcs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
     build = funcs.pop("generate_launch_description")

@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 
 from probe import NodeProcess, Probe  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
 
 DOMAIN = 83

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 from goodpoint_ros.params import PARAMS  # noqa: E402
 
 apply_fastdds_profile()  # before any participant exists in this process (collection time)
@@ -26,10 +26,10 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa:
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from goodpoint_ros.geometry import warp_points  # noqa: E402
-from goodpoint_ros.images import sample_photo  # noqa: E402
+from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence, frame_to_frame  # noqa: E402
+from goodpoint_ros.vo.geometry import warp_points  # noqa: E402
 
 DOMAIN = 61
 N_FRAMES = 50
@@ -50,7 +50,7 @@ def weights(tmp_path_factory):
     mutual matches between near-identical frames); a fixed seed keeps this pipeline test
     deterministic. It checks the node's geometry and bookkeeping, not the model's quality.
     """
-    from goodpoint_ros.checkpoint import shipped_weights
+    from goodpoint_ros.models.checkpoint import shipped_weights
 
     if shipped_weights("goodpoint_small").is_file():
         return "default"

@@ -16,7 +16,7 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile, node_setup  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile, node_setup  # noqa: E402
 
 apply_fastdds_profile()  # before any participant exists in this process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from goodpoint_ros.sync import ApproxTimeSync
+from goodpoint_ros.node.sync import ApproxTimeSync
 
 MS = 1_000_000
 
@@ -53,15 +53,15 @@ def test_three_inputs():
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 
 import cv2  # noqa: E402
 from probe import NodeProcess, Probe, seeded_weights  # noqa: E402
 
-from goodpoint_ros.images import sample_pair, sample_photo  # noqa: E402
-from goodpoint_ros.layout import read_keypoints, read_matches  # noqa: E402
+from goodpoint_ros.io.cloud_layout import read_keypoints, read_matches  # noqa: E402
+from goodpoint_ros.io.image_files import sample_pair, sample_photo  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 
 DOMAIN = 63

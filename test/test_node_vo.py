@@ -1,7 +1,7 @@
 """Visual-odometry outputs of the extractor node (``~/tracks``, ``~/odometry``) over real DDS.
 
 The node runs in its own process in RGB-D mode; this process plays the rendered room
-(``goodpoint_ros.synthetic``: photos on the walls, exact depth, K and poses) with camera_info,
+(``synthetic``: photos on the walls, exact depth, K and poses) with camera_info,
 in lock step (each frame waits for its keypoints) so every frame is processed, then covers the
 lens (blank image, no depth) for a few frames and plays on.
 
@@ -23,22 +23,22 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from goodpoint_ros.launch_logic import apply_fastdds_profile  # noqa: E402
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile  # noqa: E402
 
 apply_fastdds_profile()
 
 from nav_msgs.msg import Odometry  # noqa: E402
 from probe import NodeProcess, Probe  # noqa: E402
 from sensor_msgs.msg import CameraInfo, PointCloud  # noqa: E402
+from synthetic import camera_info_p, render_sequence, trajectory  # noqa: E402
 
 from goodpoint_ros.backends import make_extractor  # noqa: E402
-from goodpoint_ros.features import to_numpy  # noqa: E402
-from goodpoint_ros.frames import match_frames  # noqa: E402
-from goodpoint_ros.odometry import VisualOdometry  # noqa: E402
+from goodpoint_ros.models.features import to_numpy  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.vo_msgs import MAX_EXACT_ID, TRACK_CHANNELS, parse_tracks, pose_from_odometry  # noqa: E402
-from goodpoint_ros.synthetic import camera_info_p, render_sequence, trajectory  # noqa: E402
-from goodpoint_ros.tracking import TrackIds  # noqa: E402
+from goodpoint_ros.vo.odometry import VisualOdometry  # noqa: E402
+from goodpoint_ros.vo.pipeline import match_frames  # noqa: E402
+from goodpoint_ros.vo.tracking import TrackIds  # noqa: E402
 
 DOMAIN = 64
 SIZE = (320, 240)  # ORB needs the texture detail; 160x120 gives ~0.2 m ATE

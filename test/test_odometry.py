@@ -1,17 +1,15 @@
 """Visual odometry on rendered sequences with exact ground truth (no trained weights needed):
-ORB features matched by the project's MNN matcher, through goodpoint_ros.odometry."""
-
-from pathlib import Path
+ORB features matched by the project's MNN matcher, through goodpoint_ros.vo.odometry."""
 
 import numpy as np
 import pytest
 import torch
+from synthetic import _rot, camera_info_p, render_sequence
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.image_codec import depth_array_to_meters
-from goodpoint_ros.matching import match_features
-from goodpoint_ros.odometry import VisualOdometry, baseline_from_projection
-from goodpoint_ros.synthetic import _rot, camera_info_p, render_sequence
+from goodpoint_ros.io.image_codec import depth_array_to_meters
+from goodpoint_ros.vo.matching import match_features
+from goodpoint_ros.vo.odometry import VisualOdometry, baseline_from_projection
 
 BASELINE = 0.3
 ORB = make_extractor(model="orb")  # the weight-free front end, 1000 keypoints
@@ -131,7 +129,7 @@ def test_recovers_after_tracking_loss():
 
 
 def test_track_ids_give_correspondences():
-    from goodpoint_ros.odometry import matches_from_track_ids
+    from goodpoint_ros.vo.odometry import matches_from_track_ids
 
     m = matches_from_track_ids(np.array([5, 0, 7, 9], np.uint32), np.array([9, 0, 5, 11], np.uint32))
     np.testing.assert_array_equal(m, [[0, 2], [3, 0]])  # 0 = no id, never matched
@@ -158,7 +156,6 @@ def test_depth_units_and_bad_input():
 
 
 def test_bench_writes_a_readable_bag(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     from rosbags.rosbag2 import Reader
     from vo import ate_rpe, write_bag
 

@@ -131,7 +131,7 @@ def test_license_file_matches_package_xml(package_xml):
 
 
 def test_minimum_torch_check_gives_one_line():
-    from goodpoint_ros.startup import MIN_TORCH, torch_problem
+    from goodpoint_ros.node.startup import MIN_TORCH, torch_problem
 
     assert torch_problem("1.8.1") and "1.13" in torch_problem("1.8.1") and "\n" not in torch_problem("1.8.1")
     assert torch_problem("2.13.0+cpu") is None and MIN_TORCH == (1, 13)

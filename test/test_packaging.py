@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What setup.py reads; the rest of the checkout (tests, benches, data, runs) is not packaged.
 PACKAGED = ("setup.py", "setup.cfg", "pyproject.toml", "package.xml", "resource", "launch", "config")
 PACKAGED += ("goodpoint_ros", "training")
-NOT_PACKAGED = ("training/resume/",)  # example run folders, data rather than code
+NOT_PACKAGED = ("resume/",)  # example run folders, data rather than code
 
 
 def _source_files() -> list[str]:
@@ -86,16 +86,16 @@ def test_console_scripts_point_into_the_package(wheel):
         info = next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
         lines = z.read(info).decode().splitlines()
     scripts = dict(line.split(" = ") for line in lines if " = " in line)
-    assert scripts["goodpoint-train"] == "goodpoint_ros.entry_points:train"
-    assert scripts["extractor"] == "goodpoint_ros.entry_points:extractor"
+    assert scripts["goodpoint-train"] == "goodpoint_ros.cli.entry_points:train"
+    assert scripts["extractor"] == "goodpoint_ros.cli.entry_points:extractor"
     names = set(_names(wheel))
-    assert "goodpoint_ros/entry_points.py" in names
-    from goodpoint_ros import entry_points
+    assert "goodpoint_ros/cli/entry_points.py" in names
+    from goodpoint_ros.cli import entry_points
 
     assert entry_points.train.target == "goodpoint_ros.training.train:main"
     for script in scripts.values():
         door_module, door = script.split(":")
-        assert door_module == "goodpoint_ros.entry_points"
+        assert door_module == "goodpoint_ros.cli.entry_points"
         module, func = getattr(entry_points, door).target.split(":")
         path = module.replace(".", "/")
         assert f"{path}.py" in names or f"{path}/__init__.py" in names, script
@@ -105,7 +105,7 @@ def test_console_scripts_point_into_the_package(wheel):
 def test_a_missing_dependency_is_one_line_not_a_traceback():
     """``ros2 run goodpoint_ros extractor`` on a machine without PyTorch (rosdep installs no
     torch): one line naming the package, exit status 2."""
-    code = "import sys; sys.modules['torch'] = None\nfrom goodpoint_ros.entry_points import extractor\nextractor()"
+    code = "import sys; sys.modules['torch'] = None\nfrom goodpoint_ros.cli.entry_points import extractor\nextractor()"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 2, res.stderr[-2000:]
     lines = res.stderr.strip().splitlines()

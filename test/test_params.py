@@ -45,7 +45,7 @@ def test_every_default_is_valid_and_typed():
 
 def test_choices_match_the_core_registries():
     from goodpoint_ros.backends import ALIASES, BACKENDS
-    from goodpoint_ros.classical import CLASSICAL
+    from goodpoint_ros.backends.classical import CLASSICAL
     from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
     assert set(params.MODEL_CHOICES) == set(MODELS) | set(CLASSICAL)
@@ -85,7 +85,7 @@ def test_parse_text_turns_launch_strings_into_typed_values():
 
 
 def test_bag_tool_defaults_come_from_the_table():
-    from goodpoint_ros.bag_tool import parse_args
+    from goodpoint_ros.cli.bag import parse_args
 
     a = parse_args(["in", "out", "--topic", "/t"])
     assert (a.model, a.weights, a.backend, a.device) == tuple(
@@ -97,7 +97,7 @@ def test_bag_tool_defaults_come_from_the_table():
 
 
 def test_launch_overrides_are_table_parameters_and_quote_their_defaults():
-    from goodpoint_ros.launch_logic import LAUNCH_ARGUMENTS, OVERRIDES
+    from goodpoint_ros.node.launch_logic import LAUNCH_ARGUMENTS, OVERRIDES
 
     args = {a.name: a for a in LAUNCH_ARGUMENTS}
     for name in OVERRIDES:

@@ -7,16 +7,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from synthetic import camera_info_p, render_sequence
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.extractor import Extractor
-from goodpoint_ros.features import FEATURE_KEYS, to_numpy
-from goodpoint_ros.frames import match_frames
-from goodpoint_ros.images import sample_photo
-from goodpoint_ros.odometry import Calibration, VisualOdometry
-from goodpoint_ros.pipeline import FramePipeline, MatchSettings
-from goodpoint_ros.synthetic import camera_info_p, render_sequence
-from goodpoint_ros.tracking import TrackIds
+from goodpoint_ros.backends.extractor import Extractor
+from goodpoint_ros.io.image_files import sample_photo
+from goodpoint_ros.models.features import FEATURE_KEYS, to_numpy
+from goodpoint_ros.vo.odometry import Calibration, VisualOdometry
+from goodpoint_ros.vo.pipeline import FramePipeline, MatchSettings, match_frames
+from goodpoint_ros.vo.tracking import TrackIds
 
 BASELINE = 0.3
 

@@ -176,7 +176,7 @@ def test_export_cli_int8_and_the_trunk_it_quantises(tmp_path, capsys):
 
 
 def test_eval_method_specs_take_a_precision(capsys, tmp_path):
-    from training.evaluate import Method, main
+    from goodpoint_ros.training.evaluate import Method, main
 
     assert Method("goodpoint_small:random", 100, "torch", "cpu", None).impl.precision == "fp32"  # not auto
     m = Method("goodpoint_small:random,precision=bf16,subpixel_radius=0", 100, "torch", "cpu", None)
@@ -188,7 +188,7 @@ def test_eval_method_specs_take_a_precision(capsys, tmp_path):
 def test_cli_precision_flag(photo, tmp_path, capsys):
     import cv2
 
-    from goodpoint_ros.cli import extract_main
+    from goodpoint_ros.cli.match import extract_main
 
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), photo[:96, :128])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from goodpoint_ros.startup import (
+from goodpoint_ros.node.startup import (
     StartupError,
     backend_problem,
     device_problem,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from goodpoint_ros.tracking import TrackIds
+from goodpoint_ros.vo.tracking import TrackIds
 
 
 def test_matched_keypoints_inherit_ids_and_others_get_new_ones():

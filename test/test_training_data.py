@@ -7,10 +7,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from goodpoint_ros.training.augment import coverage, make_pair, photometric, sample_homography
+from goodpoint_ros.training.datasets import (
+    BagFrames,
+    DataError,
+    ImageFolder,
+    Mixture,
+    PairDataset,
+    bag_topics,
+    build_source,
+)
 from skimage import data
-
-from training.augment import coverage, make_pair, photometric, sample_homography
-from training.datasets import BagFrames, DataError, ImageFolder, Mixture, PairDataset, bag_topics, build_source
 
 
 def test_homography_keeps_image_mostly_inside():
@@ -119,10 +126,10 @@ def test_bag_frames(tmp_path: Path, storage: str):
 
 def test_decode_image_encodings():
     """mono8/mono16/bgr8/rgba8/bayer Image messages decode to the same picture."""
+    from goodpoint_ros.training.datasets import decode_image_msg
     from rosbags.typesys import Stores, get_typestore
 
-    from goodpoint_ros.image_codec import decode_image
-    from training.datasets import decode_image_msg
+    from goodpoint_ros.io.image_codec import decode_image
 
     Image = get_typestore(Stores.ROS2_HUMBLE).types["sensor_msgs/msg/Image"]
     Header = get_typestore(Stores.ROS2_HUMBLE).types["std_msgs/msg/Header"]
@@ -162,7 +169,7 @@ def test_decode_image_encodings():
 
 
 def test_list_topics_cli(tmp_path: Path, capsys):
-    from training.datasets import main
+    from goodpoint_ros.training.datasets import main
 
     write_bag(tmp_path / "bag", [cv2.resize(data.coffee(), (80, 64))])
     assert main(["--list-topics", str(tmp_path / "bag")]) == 0

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from goodpoint_ros.training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets
+from goodpoint_ros.training.train import load_config, merge, train
 from skimage import data
 
-from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.models import build_model
-from training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets
-from training.train import load_config, merge, train
+from goodpoint_ros.models.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,8 +125,8 @@ def test_training_step_overfits_one_repeated_batch(photos: Path):
     must cut its loss by far more than float noise or a broken gradient/optimiser could (measured
     on an AMD EPYC: 0.19-0.45x after 25 steps for three model seeds; a step that does not learn
     stays at 1x)."""
-    from training.datasets import ImageFolder, PairDataset
-    from training.train import make_optimizer, make_task
+    from goodpoint_ros.training.datasets import ImageFolder, PairDataset
+    from goodpoint_ros.training.train import make_optimizer, make_task
 
     conf = small_conf(Path("unused"), photos)
     task = make_task(conf)
@@ -171,7 +171,7 @@ def test_run_folder_cleanup_model_pt_follows_checkpoint_and_modes(tmp_path: Path
     """A kill during a checkpoint write leaves temporaries; a kill between checkpoint.pt and
     model.pt leaves model.pt a save behind. Starting the run again removes the first and repairs
     the second; files get the usual mode (umask), not mkstemp's 0600."""
-    from goodpoint_ros.checkpoint import CheckpointError, read_checkpoint, save_weights
+    from goodpoint_ros.models.checkpoint import CheckpointError, read_checkpoint, save_weights
 
     old = os.umask(0o022)
     try:
@@ -208,7 +208,7 @@ STEPS = 24
 
 def run_args(photos: Path, tmp: Path, name: str, workers: int) -> list[str]:
     return [
-        sys.executable, "-m", "training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
+        sys.executable, "-m", "goodpoint_ros.training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
         "--no-progress", f"data.root={photos}", "data.crop=64", "data.batch_size=2", f"data.num_workers={workers}",
         "train.log_every=1", "train.checkpoint_every=1000", "eval.every=0", f"train.steps={STEPS}",
         "train.threads=1", f"name={name}", f"train.output_dir={tmp}",
@@ -249,7 +249,7 @@ def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, refere
     stopped = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"]
     assert 3 <= stopped < STEPS, stopped
     res = subprocess.run(
-        [sys.executable, "-m", "training.train", "--resume", str(tmp_path / "cut"), "--no-progress"],
+        [sys.executable, "-m", "goodpoint_ros.training.train", "--resume", str(tmp_path / "cut"), "--no-progress"],
         cwd=REPO, env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
@@ -262,7 +262,7 @@ def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, refere
 def test_resume_with_a_new_learning_rate_uses_it(tmp_path: Path, photos: Path):
     """Continuing a run at a new ``train.lr`` (a fine-tune from a committed state) must train at
     that rate: the scheduler's saved state used to carry the old one over silently."""
-    from goodpoint_ros.checkpoint import read_checkpoint
+    from goodpoint_ros.models.checkpoint import read_checkpoint
 
     base = [f"data.root={photos}", "data.crop=64", "data.batch_size=2", "data.num_workers=0", "eval.every=0",
             "train.log_every=1", f"train.output_dir={tmp_path}", "name=lr", "train.decay_start=2"]  # fmt: skip
@@ -295,7 +295,7 @@ def test_bad_config_key_is_one_clear_error(tmp_path: Path):
     with pytest.raises(KeyError, match="train.stepz"):
         load_config(None, ["train.stepz=3"])
     res = subprocess.run(
-        [sys.executable, "-m", "training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
+        [sys.executable, "-m", "goodpoint_ros.training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"),
          f"data.root={tmp_path / 'missing'}", f"train.output_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -306,7 +306,7 @@ def test_bad_config_key_is_one_clear_error(tmp_path: Path):
 def test_ddp_two_processes_gloo(tmp_path: Path, photos: Path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29617",
-        "-m", "training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"), "--no-progress",
+        "-m", "goodpoint_ros.training.train", "--config", str(REPO / "training/configs/goodpoint_small.yaml"), "--no-progress",
         f"data.root={photos}", "data.crop=64", "data.batch_size=2", "data.num_workers=0", "train.steps=3",
         "train.log_every=1", "eval.every=0", f"train.output_dir={tmp_path}", "name=ddp", "train.threads=1",
     ]  # fmt: skip

@@ -8,11 +8,7 @@ import cv2
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data
-
-from goodpoint_ros.checkpoint import load_model
-from goodpoint_ros.models import build_model
-from training.losses_mdnet import (
+from goodpoint_ros.training.losses_mdnet import (
     DEFAULT_CONF,
     dissimilarity_loss,
     grid_points,
@@ -21,7 +17,11 @@ from training.losses_mdnet import (
     similarity_loss,
     triplet_loss,
 )
-from training.train import DEFAULTS, merge, train
+from goodpoint_ros.training.train import DEFAULTS, merge, train
+from skimage import data
+
+from goodpoint_ros.models import build_model
+from goodpoint_ros.models.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from goodpoint_ros.training.train import use_bf16
 
 from goodpoint_ros.device import CPU_FLAGS_ENV
-from training.train import use_bf16
 
 CPU = torch.device("cpu")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from goodpoint_ros.checkpoint import CheckpointError, load_model, shipped_weights
 from goodpoint_ros.models import MODELS
+from goodpoint_ros.models.checkpoint import CheckpointError, load_model, shipped_weights
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -7,7 +7,6 @@ pytest.importorskip("sensor_msgs.msg")
 
 from std_msgs.msg import Header  # noqa: E402
 
-from goodpoint_ros.odometry import normalized_coordinates, track_velocities  # noqa: E402
 from goodpoint_ros.ros.vo_msgs import (  # noqa: E402
     TRACK_CHANNELS,
     odometry_message,
@@ -15,6 +14,7 @@ from goodpoint_ros.ros.vo_msgs import (  # noqa: E402
     pose_from_odometry,
     tracks_message,
 )
+from goodpoint_ros.vo.odometry import normalized_coordinates, track_velocities  # noqa: E402
 
 K = np.array([[250.0, 0.0, 159.5], [0.0, 240.0, 119.5], [0.0, 0.0, 1.0]])
 

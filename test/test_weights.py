@@ -4,13 +4,13 @@ same architecture on a real pair. Guards against shipping a broken checkpoint.""
 import numpy as np
 import pytest
 import torch
+from goodpoint_ros.training.augment import sample_homography
+from goodpoint_ros.training.metrics import evaluate_pair
 
 from goodpoint_ros.backends.torch_backend import TorchExtractor
-from goodpoint_ros.checkpoint import WEIGHTS_DIR, read_checkpoint
-from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import sample_photo
-from training.augment import sample_homography
-from training.metrics import evaluate_pair
+from goodpoint_ros.io.image_files import sample_photo
+from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, read_checkpoint
+from goodpoint_ros.vo.geometry import warp_image
 
 SHIPPED = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
 

@@ -1,6 +1,6 @@
 """Training speed per experiment config: a few optimiser steps, batch and crop as configured.
 
-    python -m training.benchmark training/configs/goodpoint_small.yaml training/configs/mdnet.yaml --steps 3
+    python -m goodpoint_ros.training.benchmark training/configs/goodpoint_small.yaml training/configs/mdnet.yaml --steps 3
 
 Prints wall seconds per step, process CPU seconds per step, and steps/hour (wall). On a shared
 machine the CPU time is the steadier figure: ``3600 / (cpu_s / threads)`` is what an idle machine

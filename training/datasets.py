@@ -8,8 +8,8 @@ Bags are read once with ``rosbags`` (sqlite3 and mcap) and their selected frames
 as encoded bytes (CompressedImage payloads as they are, raw images JPEG-encoded at quality 95: a
 deliberate, small loss that keeps 2000 frames around 100 MB).
 
-Command line: ``python -m training.datasets --list-topics BAG`` lists a bag's topics;
-``python -m training.datasets --count SOURCE...`` counts usable frames.
+Command line: ``python -m goodpoint_ros.training.datasets --list-topics BAG`` lists a bag's topics;
+``python -m goodpoint_ros.training.datasets --count SOURCE...`` counts usable frames.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from goodpoint_ros.image_codec import (
+from goodpoint_ros.io.image_codec import (
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     compressed_is_plain,
@@ -36,7 +36,7 @@ from goodpoint_ros.image_codec import (
     to_rgb,
     to_uint8,
 )
-from goodpoint_ros.images import ImageReadError, read_image
+from goodpoint_ros.io.image_files import ImageReadError, read_image
 
 from .augment import make_pair
 
@@ -178,7 +178,7 @@ class ImageFolder:
 
 
 def decode_image_msg(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (decoded by ``goodpoint_ros.image_codec``)."""
+    """sensor_msgs/Image -> uint8 HxW or HxWx3 RGB (decoded by ``goodpoint_ros.io.image_codec``)."""
     return frame_uint8(to_rgb(image_to_numpy(msg, max_pixels=max_pixels), msg.encoding))
 
 

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
+from goodpoint_ros.backends.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.backends.parity import feature_parity
-from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
-from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.image_codec import to_uint8
-from goodpoint_ros.images import ImageReadError, parse_size, read_image
+from goodpoint_ros.io.image_codec import to_uint8
+from goodpoint_ros.io.image_files import ImageReadError, parse_size, read_image
 from goodpoint_ros.models import MODELS
+from goodpoint_ros.vo.geometry import warp_image
 
 from .augment import photometric, sample_homography, warp_mask
 from .metrics import evaluate_pair, summarize

@@ -29,8 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.features import sample_descriptors
-from goodpoint_ros.geometry import warp_points
+from goodpoint_ros.models.features import sample_descriptors
+from goodpoint_ros.vo.geometry import warp_points
 
 from .warp import masked_mean, warp_dense, warp_valid
 

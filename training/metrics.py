@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from goodpoint_ros.geometry import corner_error, inside, verify, warp_points
-from goodpoint_ros.matching import match_features
+from goodpoint_ros.vo.geometry import corner_error, inside, verify, warp_points
+from goodpoint_ros.vo.matching import match_features
 
 __all__ = ["evaluate_pair", "coverage_fraction", "separability", "shared_mask", "harmonic_mean", "summarize"]
 

@@ -1,6 +1,6 @@
 """Turn a training run into shipped package weights with a model card.
 
-    python -m training.ship_weights runs/goodpoint_small_photos --name goodpoint_small \
+    python -m goodpoint_ros.training.ship_weights runs/goodpoint_small_photos --name goodpoint_small \
         [--detection detection_threshold=0.02] [--eval out/eval_heldout/results.md]
 
 Writes ``goodpoint_ros/weights/<name>.pt`` (data-only checkpoint: architecture config, tuned
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from goodpoint_ros.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint, save_weights
+from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint, save_weights
 
 
 def _value(text: str):
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         f"config `{model.arch_conf}`.",
         f"- Training: {steps} steps of the project's own self-supervised training (`training/train.py`), "
         f"run `{run.name}`, on the CPU of a 2-core machine.",
-        "- Data: `training/build_dataset.py` training split (real photos from Debian packages and scikit-image; "
+        "- Data: `scripts/build_dataset.py` training split (real photos from Debian packages and scikit-image; "
         "the held-out split was never seen).",
         f"- Detection defaults stored in the checkpoint: `{detection or 'model defaults'}`.",
         "- Limits: far fewer steps than the papers (tens of thousands on GPUs); see the README results table.",

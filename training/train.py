@@ -1,14 +1,14 @@
 """Train GoodPoint or MD-Net without labels: one YAML per experiment, ``key=value`` overrides.
 
-    python -m training.train --config training/configs/goodpoint_coco.yaml data.root=/data/coco/train2017
-    python -m training.train --config training/configs/goodpoint_small.yaml train.steps=200 train.name=try
-    python -m training.train --resume runs/goodpoint_coco               # continue exactly where it stopped
+    python -m goodpoint_ros.training.train --config training/configs/goodpoint_coco.yaml data.root=/data/coco/train2017
+    python -m goodpoint_ros.training.train --config training/configs/goodpoint_small.yaml train.steps=200 train.name=try
+    python -m goodpoint_ros.training.train --resume runs/goodpoint_coco               # continue exactly where it stopped
     goodpoint-train --config goodpoint_small train.steps=200            # installed: a shipped config by name
-    torchrun --nproc_per_node=2 -m training.train --config ...          # DDP (gloo on CPU, NCCL on GPU)
+    torchrun --nproc_per_node=2 -m goodpoint_ros.training.train --config ...          # DDP (gloo on CPU, NCCL on GPU)
 
 A run directory ``<train.output_dir>/<name>`` holds ``config.yaml``, ``checkpoint.pt`` (model,
 optimiser, scheduler, step, config, RNG states; written atomically), ``model.pt`` (weights only,
-loadable with ``goodpoint_ros.checkpoint.load_model(name, path)`` and the node's ``--weights``),
+loadable with ``goodpoint_ros.models.checkpoint.load_model(name, path)`` and the node's ``--weights``),
 ``best_model.pt`` (best validation score) and ``log.csv`` (or TensorBoard events when installed).
 SIGINT/SIGTERM finish the current step, save, and exit with status 0.
 
@@ -36,7 +36,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from goodpoint_ros.checkpoint import (
+from goodpoint_ros.device import bf16_hardware, keep_freed_memory, resolve_device
+from goodpoint_ros.io.image_codec import DEFAULT_MAX_PIXELS
+from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, MDNet, build_model
+from goodpoint_ros.models.checkpoint import (
     TRAIN_FORMAT,
     CheckpointError,
     atomic_torch_save,
@@ -45,9 +48,6 @@ from goodpoint_ros.checkpoint import (
     save_weights,
     weights_dict,
 )
-from goodpoint_ros.device import bf16_hardware, keep_freed_memory, resolve_device
-from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
-from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, MDNet, build_model
 
 from . import losses_goodpoint, losses_mdnet
 from .datasets import DataError, PairDataset, StepSampler, build_source
@@ -254,7 +254,7 @@ def make_task(conf: dict) -> Task:
 
 def use_bf16(setting: bool | str, device: torch.device, log: bool = False) -> bool:
     """``train.autocast_bf16``: true/false, or ``auto``: bf16 autocast on a CPU with AVX-512 BF16
-    or AMX (CPU time per step, 1 thread, ``python -m training.benchmark``: goodpoint_small 1.46 ->
+    or AMX (CPU time per step, 1 thread, ``python -m goodpoint_ros.training.benchmark``: goodpoint_small 1.46 ->
     0.88 s and mdnet_small 2.37 -> 1.25 s on a Zen 4 EPYC; about 2x on an AMX Xeon; fp32 master
     weights and optimiser) and on CUDA GPUs that support it; fp32 elsewhere."""
     if isinstance(setting, str) and setting.lower() == "auto":
@@ -537,7 +537,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     t = conf["train"]
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
-        keep_freed_memory()  # goodpoint_small bf16 0.59 -> 0.40 s/step (python -m training.benchmark)
+        keep_freed_memory()  # goodpoint_small bf16 0.59 -> 0.40 s/step (python -m goodpoint_ros.training.benchmark)
     if t["threads"]:
         torch.set_num_threads(int(t["threads"]))
     run_dir = Path(t["output_dir"]) / conf["name"]

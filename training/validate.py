@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from goodpoint_ros.features import extract_batch
+from goodpoint_ros.models.features import extract_batch
 
 from .metrics import evaluate_pair, summarize
 

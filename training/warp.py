@@ -2,7 +2,7 @@
 and the masked mean every loss term reduces with.
 
 Pixel convention is OpenCV's (pixel centres at integer coordinates), the same as
-``goodpoint_ros.geometry.warp_points`` and ``cv2.warpPerspective`` used to build the pairs.
+``goodpoint_ros.vo.geometry.warp_points`` and ``cv2.warpPerspective`` used to build the pairs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.geometry import warp_points
+from goodpoint_ros.vo.geometry import warp_points
 
 
 def pixel_grid(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:

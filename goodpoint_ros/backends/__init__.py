@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from goodpoint_ros.backends.classical import CLASSICAL, ClassicalExtractor
+from goodpoint_ros.backends.extractor import Extractor
 from goodpoint_ros.backends.onnx_backend import OnnxExtractor
 from goodpoint_ros.backends.torch_backend import TorchExtractor
-from goodpoint_ros.classical import CLASSICAL, ClassicalExtractor
-from goodpoint_ros.extractor import Extractor
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 
 BACKENDS = ("torch", "onnxruntime")

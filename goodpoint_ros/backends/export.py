@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from goodpoint_ros.backends import quantize
 from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph
 from goodpoint_ros.backends.parity import feature_parity
-from goodpoint_ros.checkpoint import load_model
-from goodpoint_ros.features import extract_batch
 from goodpoint_ros.models import MODELS
+from goodpoint_ros.models.checkpoint import load_model
+from goodpoint_ros.models.features import extract_batch
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import sample_descriptors, select_keypoints
 from goodpoint_ros.models import BaseModel
+from goodpoint_ros.models.features import sample_descriptors, select_keypoints
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
 # Bump when the graph's inputs/outputs or post-processing change: it is part of the cache key.

@@ -37,9 +37,9 @@ from goodpoint_ros.backends.quantize import (
     int8_key,
     quantize_int8,
 )
-from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.device import resolve_precision
-from goodpoint_ros.features import prepare_image, to_numpy
+from goodpoint_ros.models.checkpoint import load_model
+from goodpoint_ros.models.features import prepare_image, to_numpy
 
 log = logging.getLogger("goodpoint_ros.backends")
 

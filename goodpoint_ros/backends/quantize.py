@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from goodpoint_ros.features import prepare_image
-from goodpoint_ros.images import read_image, sample_photo
+from goodpoint_ros.io.image_files import read_image, sample_photo
+from goodpoint_ros.models.features import prepare_image
 
 log = logging.getLogger("goodpoint_ros.backends")
 
@@ -42,14 +42,14 @@ DEFAULT_KEEP_FLOAT = ("first", "last")
 DEFAULT_CALIBRATION_COUNT = 32
 TRUNK_OPS = ("Conv", "Relu", "LeakyRelu", "MaxPool")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
-# scikit-image photos that training/build_dataset.py puts in the TRAINING split (data/photos/
+# scikit-image photos that scripts/build_dataset.py puts in the TRAINING split (data/photos/
 # manifest.csv); hubble_deep_field is held out and is deliberately not here.
 SKIMAGE_TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "motorcycle_left", "motorcycle_right", "rocket", "camera")
 
 
 def default_calibration_source() -> str:
     """``$GOODPOINT_CALIBRATION``, else the checkout's training photos (``data/photos_v2/train``,
-    what ``training/build_dataset.py`` writes, or the older ``data/photos/train``), else ``skimage``."""
+    what ``scripts/build_dataset.py`` writes, or the older ``data/photos/train``), else ``skimage``."""
     env = os.environ.get("GOODPOINT_CALIBRATION")
     if env:
         return env

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from goodpoint_ros.checkpoint import load_model
 from goodpoint_ros.device import choose_precision, keep_freed_memory, resolve_device
-from goodpoint_ros.features import extract_batch, prepare_image, to_numpy
 from goodpoint_ros.models import DEFAULT_MODEL
 from goodpoint_ros.models.base import fold_batchnorm
+from goodpoint_ros.models.checkpoint import load_model
+from goodpoint_ros.models.features import extract_batch, prepare_image, to_numpy
 from goodpoint_ros.models.fusion import fuse_for_cpu
 
 

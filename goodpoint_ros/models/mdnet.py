@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goodpoint_ros.features import sample_descriptors, select_keypoints, split_batch
 from goodpoint_ros.models.base import BaseModel
+from goodpoint_ros.models.features import sample_descriptors, select_keypoints, split_batch
 
 
 class MDNet(BaseModel):

@@ -1,6 +1,6 @@
 """sensor_msgs <-> numpy without cv_bridge: Image, CompressedImage and the output PointCloud2s.
 
-Decoding lives in the ROS-free ``goodpoint_ros.image_codec`` (shared with ``goodpoint-bag`` and
+Decoding lives in the ROS-free ``goodpoint_ros.io.image_codec`` (shared with ``goodpoint-bag`` and
 training) and is re-exported here; this module adds the builders, which import sensor_msgs when
 called. Message data is filled from bytes in one copy (``array.array``), never element by element.
 """
@@ -13,7 +13,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from goodpoint_ros.image_codec import (
+from goodpoint_ros.io.cloud_layout import (
+    build_cloud,
+    keypoints_array,
+    matches_array,
+    read_keypoints,
+    read_matches,
+    to_byte_array,
+)
+from goodpoint_ros.io.image_codec import (
     ENCODINGS,
     ImageDecodeError,
     compressed_to_numpy,
@@ -21,14 +29,6 @@ from goodpoint_ros.image_codec import (
     depth_to_meters,
     image_to_numpy,
     to_model_input,
-)
-from goodpoint_ros.layout import (
-    build_cloud,
-    keypoints_array,
-    matches_array,
-    read_keypoints,
-    read_matches,
-    to_byte_array,
 )
 
 __all__ = [

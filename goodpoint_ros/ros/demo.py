@@ -25,15 +25,15 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
-from goodpoint_ros.classical import CLASSICAL
-from goodpoint_ros.drawing import demo_picture
-from goodpoint_ros.extractor import numpy_to_features
-from goodpoint_ros.features import FEATURE_KEYS
-from goodpoint_ros.frames import match_frames
-from goodpoint_ros.launch_logic import apply_fastdds_profile
-from goodpoint_ros.layout import read_keypoints, read_matches
+from goodpoint_ros.backends.classical import CLASSICAL
+from goodpoint_ros.backends.extractor import numpy_to_features
+from goodpoint_ros.io.cloud_layout import read_keypoints, read_matches
+from goodpoint_ros.io.drawing import demo_picture
 from goodpoint_ros.models import DEFAULT_MODEL
+from goodpoint_ros.models.features import FEATURE_KEYS
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile
 from goodpoint_ros.ros.conversions import decode_image
+from goodpoint_ros.vo.pipeline import match_frames
 
 
 def _console(name: str) -> list[str]:

@@ -43,23 +43,18 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from goodpoint_ros.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.device import keep_freed_memory, release_freed_memory, resolve_threads
-from goodpoint_ros.drawing import draw_debug
-from goodpoint_ros.image_codec import (
+from goodpoint_ros.io.drawing import draw_debug
+from goodpoint_ros.io.image_codec import (
     ImageDecodeError,
     UnsupportedEncodingError,
     check_message,
     decode_image,
     depth_to_meters,
 )
-from goodpoint_ros.launch_logic import NODE_NAME, apply_fastdds_profile
-from goodpoint_ros.odometry import Calibration
-from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
-from goodpoint_ros.pipeline import FramePipeline, MatchSettings
-from goodpoint_ros.ros.conversions import keypoints_to_cloud, matches_to_cloud, numpy_to_image
-from goodpoint_ros.ros.vo import OdometryPublisher
-from goodpoint_ros.startup import (
+from goodpoint_ros.node.accounting import RateCounter, StampGaps, TimeWindow
+from goodpoint_ros.node.launch_logic import NODE_NAME, apply_fastdds_profile
+from goodpoint_ros.node.startup import (
     StartupError,
     backend_problem,
     device_problem,
@@ -68,7 +63,12 @@ from goodpoint_ros.startup import (
     torch_problem,
     weights_problem,
 )
-from goodpoint_ros.sync import ApproxTimeSync
+from goodpoint_ros.node.sync import ApproxTimeSync
+from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
+from goodpoint_ros.ros.conversions import keypoints_to_cloud, matches_to_cloud, numpy_to_image
+from goodpoint_ros.ros.vo import OdometryPublisher
+from goodpoint_ros.vo.odometry import Calibration
+from goodpoint_ros.vo.pipeline import FramePipeline, MatchSettings
 
 try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
     from rclpy.qos_overriding_options import QoSOverridingOptions

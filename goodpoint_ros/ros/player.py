@@ -14,10 +14,10 @@ import time
 import cv2
 import numpy as np
 
-from goodpoint_ros.geometry import warp_image
-from goodpoint_ros.images import sample_photo
-from goodpoint_ros.launch_logic import apply_fastdds_profile
+from goodpoint_ros.io.image_files import sample_photo
+from goodpoint_ros.node.launch_logic import apply_fastdds_profile
 from goodpoint_ros.ros.conversions import numpy_to_image
+from goodpoint_ros.vo.geometry import warp_image
 
 
 def camera_homography(t: float, photo_size: tuple[int, int], size: tuple[int, int], motion: float = 1.0) -> np.ndarray:

@@ -18,8 +18,8 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import PointCloud
 from std_msgs.msg import Header
 
-from goodpoint_ros.odometry import Calibration, OdometryStep
 from goodpoint_ros.ros.vo_msgs import odometry_message, tracks_message
+from goodpoint_ros.vo.odometry import Calibration, OdometryStep
 
 
 class OdometryPublisher:

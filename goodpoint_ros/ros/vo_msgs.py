@@ -23,7 +23,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import ChannelFloat32, PointCloud
 from std_msgs.msg import Header
 
-from goodpoint_ros.odometry import normalized_coordinates
+from goodpoint_ros.vo.odometry import normalized_coordinates
 
 TRACK_CHANNELS = ("id", "camera_id", "u", "v", "velocity_x", "velocity_y")
 MAX_EXACT_ID = 2**24

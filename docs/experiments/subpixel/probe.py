@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-import goodpoint_ros.features as feat
+import goodpoint_ros.models.features as feat
 
 
 def window(scores: torch.Tensor, keypoints: torch.Tensor, radius: int):

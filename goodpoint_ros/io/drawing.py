@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from goodpoint_ros.image_codec import to_uint8
+from goodpoint_ros.io.image_codec import to_uint8
 
 SHIFT = 4  # fractional bits of the fixed-point coordinates given to OpenCV: sub-pixel, steady lines
 FONT = cv2.FONT_HERSHEY_SIMPLEX

@@ -31,8 +31,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.geometry import same_aspect, verify, warp_points
-from goodpoint_ros.image_codec import depth_array_to_meters
+from goodpoint_ros.io.image_codec import depth_array_to_meters
+from goodpoint_ros.vo.geometry import same_aspect, verify, warp_points
 
 MODES = ("mono", "rgbd", "stereo")
 

@@ -20,11 +20,13 @@ from typing import Any
 import torch
 
 from goodpoint_ros.models import MODELS, BaseModel, build_model
-from goodpoint_ros.startup import one_line
+from goodpoint_ros.node.startup import one_line
 
 FORMAT = "goodpoint_ros/1"  # weights files: model.pt, best_model.pt, shipped weights
-TRAIN_FORMAT = "goodpoint_ros/train/1"  # training checkpoints (checkpoint.pt): training.train resumes them
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TRAIN_FORMAT = (
+    "goodpoint_ros/train/1"  # training checkpoints (checkpoint.pt): goodpoint_ros.training.train resumes them
+)
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 class CheckpointError(RuntimeError):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from goodpoint_ros.extractor import numpy_to_features
+from goodpoint_ros.backends.extractor import numpy_to_features
 
 CLASSICAL = ("orb", "akaze", "sift")
 

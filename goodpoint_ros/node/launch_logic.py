@@ -110,7 +110,7 @@ def _share_file(*parts: str) -> Path | None:
             return p
     except Exception:  # not installed through colcon/ament: fall back to the repository layout
         pass
-    p = Path(__file__).resolve().parents[1].joinpath(*parts)
+    p = Path(__file__).resolve().parents[2].joinpath(*parts)
     return p if p.is_file() else None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.features import pad_to_multiple, prepare_image, to_numpy
+from goodpoint_ros.models.features import pad_to_multiple, prepare_image, to_numpy
 
 
 def test_image(height: int, width: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), runs the live node's
 ``pipeline.FramePipeline`` (extraction, matching, verification, track ids), and writes an mcap bag holding
 ``<prefix>/keypoints`` and ``<prefix>/matches`` in exactly the node's PointCloud2 layouts (built
-from ``goodpoint_ros.layout``), stamped with the input images' headers and bag times. Every
+from ``goodpoint_ros.io.cloud_layout``), stamped with the input images' headers and bag times. Every
 frame is processed: offline there is nothing to drop.
 
 A message the reader cannot read (``unreadable``) or deserialize (``malformed``), or an image that
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.image_codec import ImageDecodeError, decode_image
-from goodpoint_ros.layout import build_cloud, keypoints_array, matches_array
+from goodpoint_ros.io.cloud_layout import build_cloud, keypoints_array, matches_array
+from goodpoint_ros.io.image_codec import ImageDecodeError, decode_image
 from goodpoint_ros.params import DEFAULTS  # the node's parameter table: one source of defaults
-from goodpoint_ros.pipeline import FramePipeline, MatchSettings
+from goodpoint_ros.vo.pipeline import FramePipeline, MatchSettings
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SKIP_REASONS = ("undecodable", "malformed", "unreadable")  # image decode, deserialize, bag read

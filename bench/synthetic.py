@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from goodpoint_ros.images import sample_photo
+from goodpoint_ros.io.image_files import sample_photo
 
 # Room half-extents in metres (x: width, y: height with y down, z: depth).
 ROOM = (3.0, 1.5, 4.0)

@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.backends import FRONT_ENDS, make_extractor
-from goodpoint_ros.checkpoint import CheckpointError
-from goodpoint_ros.classical import CLASSICAL
+from goodpoint_ros.backends.classical import CLASSICAL
 from goodpoint_ros.device import PRECISIONS
-from goodpoint_ros.drawing import draw_matches
-from goodpoint_ros.features import to_numpy
-from goodpoint_ros.geometry import METHODS, verify
-from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS
-from goodpoint_ros.images import ImageReadError, read_image, sample_pair
-from goodpoint_ros.matching import match_features
+from goodpoint_ros.io.drawing import draw_matches
+from goodpoint_ros.io.image_codec import DEFAULT_MAX_PIXELS
+from goodpoint_ros.io.image_files import ImageReadError, read_image, sample_pair
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
+from goodpoint_ros.models.checkpoint import CheckpointError
+from goodpoint_ros.models.features import to_numpy
+from goodpoint_ros.vo.geometry import METHODS, verify
+from goodpoint_ros.vo.matching import match_features
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from goodpoint_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_bytes
+from goodpoint_ros.io.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_bytes
 
 
 class ImageReadError(RuntimeError):

@@ -1,7 +1,7 @@
 """sensor_msgs Image / CompressedImage -> numpy, ROS-free: the one image decoder of the project.
 
 The live node (``goodpoint_ros.ros.conversions`` re-exports these), ``goodpoint-bag`` and the
-training data loader (``training.datasets``) all decode through here. Nothing is imported from
+training data loader (``goodpoint_ros.training.datasets``) all decode through here. Nothing is imported from
 rclpy or a message package: a message is any object with ``encoding``, ``height``, ``width``,
 ``step``, ``is_bigendian`` and ``data`` (Image) or ``format`` and ``data`` (CompressedImage), so
 rclpy messages and ``rosbags`` deserialised messages both work.

@@ -1,8 +1,0 @@
-"""``python -m goodpoint_ros.cli_extract`` = ``goodpoint-extract`` (for environments without the script)."""
-
-import sys
-
-from goodpoint_ros.cli import extract_main
-
-if __name__ == "__main__":
-    sys.exit(extract_main())
