@@ -1,9 +1,10 @@
 """ament_python package at the repo root: ``colcon build`` on ROS 2, ``pip install -e .`` in a venv.
 
-The training code lives in ``training/`` at the repo root (``python -m goodpoint_ros.training.train`` from a
-checkout) and installs as ``goodpoint_ros.training``: nothing but ``goodpoint_ros`` lands at the
-top level of site-packages, where a generic name like ``training`` would collide with other
-projects' modules.
+The training code lives in ``training/`` at the repo root and installs as ``goodpoint_ros.training``,
+the one name it is imported under (``goodpoint-train``, ``python -m goodpoint_ros.training.train``):
+nothing but ``goodpoint_ros`` lands at the top level of site-packages, where a generic name like
+``training`` would collide with other projects' modules. Not installed: ``scripts/`` (the dataset
+builder), ``bench/``, ``test/`` and the resume states in ``resume/``.
 """
 
 from glob import glob

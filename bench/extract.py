@@ -41,17 +41,17 @@ import cv2
 import numpy as np
 import torch
 
+from goodpoint_ros import registry
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.backends.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.device import BF16_FLAGS, cpu_flags, cpu_model, keep_freed_memory, resolve_precision
 from goodpoint_ros.io.image_files import parse_size, sample_photo
 from goodpoint_ros.models.checkpoint import shipped_weights
 from goodpoint_ros.models.features import pad_to_multiple, prepare_image, run_network, to_numpy
 from goodpoint_ros.vo.matching import match_mnn, match_per_set
 
-MODELS = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small")
+MODELS = registry.NETWORKS
 # What each backend runs on a CPU: the torch backend autocasts, onnxruntime quantises.
-BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "int8")}
+BACKEND_PRECISIONS = {b.name: b.cpu_precisions for b in registry.BACKENDS}
 XFEAT_WEIGHTS = Path.home() / ".cache" / "goodpoint_ros" / "xfeat" / "xfeat.pt"
 
 
@@ -63,7 +63,7 @@ def backend_kwargs(backend: str, threads: int, precision: str = "fp32") -> dict:
     """Eager torch on CPU (channels_last); onnxruntime gets the same thread count."""
     if backend == "torch":
         return {"precision": precision, "channels_last": True}
-    if backend in ("onnxruntime", "onnx", "ort"):
+    if registry.backend(backend).name == "onnxruntime":
         return {"precision": precision, "num_threads": threads}
     return {}
 
@@ -107,7 +107,7 @@ def bench_extraction(args, images: list[np.ndarray], size: tuple[int, int], note
     ims = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images]
     rows = []
     for name in args.classical:
-        ocv = ClassicalExtractor(name, args.max_keypoints)
+        ocv = make_extractor(model=name, conf={"max_keypoints": args.max_keypoints})
         rows.append(run_method(name, lambda im, o=ocv: o.detect_and_compute(im), ims, args.repeat, staged=False))
     xfeat = load_xfeat(args.xfeat_weights, args.max_keypoints) if args.xfeat else None
     if isinstance(xfeat, str):
@@ -194,7 +194,7 @@ def bench_matching(args, images: list[np.ndarray]) -> list[dict]:
     for budget in args.match_keypoints:
         ex.set_detection(max_keypoints=budget)  # M: M/N per detector set, as the node extracts
         rows += _match_budget(args, *(ex.extract(im) for im in ims))
-    orb = ClassicalExtractor("orb", max(args.match_keypoints))
+    orb = make_extractor(model="orb", conf={"max_keypoints": max(args.match_keypoints)})
     (_, b0), (_, b1) = (orb.detect_and_compute(im) for im in ims)
     bfh = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     rows.append(_time_matcher("cv2.BFMatcher Hamming crossCheck (ORB)", lambda: bfh.match(b0, b1), args.match_repeat,
@@ -299,7 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2, help="timed passes over the images (after one warm-up)")
     p.add_argument("--images", nargs="+", default=["astronaut", "coffee"], help="scikit-image photos")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    p.add_argument("--classical", nargs="*", default=list(CLASSICAL), choices=CLASSICAL)
+    p.add_argument(
+        "--classical", nargs="*", default=list(registry.OPENCV_FRONT_ENDS), choices=registry.OPENCV_FRONT_ENDS
+    )
     p.add_argument(
         "--backends", default="torch", help="comma-separated make_extractor backends, e.g. torch,onnxruntime"
     )
@@ -343,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "cpu": cpu_model(),
         "cpu_flags": {f: ("yes" if f in cpu_flags() else "no") for f in (*BF16_FLAGS, "amx_tile", "avx512_vnni")},
-        "auto": {b: "{} ({})".format(*resolve_precision("auto", "cpu", b)) for b in ("torch", "onnxruntime")},
+        "auto": {
+            b: "{} ({})".format(*resolve_precision("auto", "cpu", b)) for b in (x.name for x in registry.BACKENDS)
+        },
         "torch": torch.__version__,
         "opencv": cv2.__version__,
         "threads": args.threads,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from goodpoint_ros import registry
 from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.models.features import pad_to_multiple, prepare_image, to_numpy
 
@@ -49,7 +50,7 @@ def time_backend(
     post-processing). Export time (onnxruntime, first run) is excluded by the warm-up.
     """
     torch.set_num_threads(threads)
-    if backend in ("onnxruntime", "onnx", "ort"):
+    if registry.backend(backend).name == "onnxruntime":
         kwargs.setdefault("num_threads", threads)
     ex = make_extractor(backend, model, weights, "cpu", **kwargs)
     ex.set_detection(max_keypoints=max_keypoints, detection_threshold=0.0)

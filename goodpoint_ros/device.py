@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import torch
 
-from goodpoint_ros.params import PRECISIONS  # the one list: the node parameter's choices
+from goodpoint_ros.registry import PRECISIONS  # the one list (the node parameter's choices too)
 
 log = logging.getLogger("goodpoint_ros.precision")
 

@@ -15,15 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Kept equal to goodpoint_ros.models.DEFAULT_MODEL / MODELS and backends.BACKENDS by a test: importing
-# those here would pull torch into every reader of the table (the launch file among them).
-DEFAULT_MODEL = "goodpoint_small"
-MODEL_CHOICES = ("goodpoint", "goodpoint_small", "mdnet", "mdnet_small", "orb", "akaze", "sift")
-BACKEND_CHOICES = ("torch", "onnxruntime", "onnx", "ort")
+from goodpoint_ros import registry  # torch-free: the names of models, backends and precisions
+
 VERIFY_METHODS = ("homography", "fundamental", "essential", "none")
 INPUT_MODES = ("mono", "stereo", "rgbd")
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -83,11 +79,12 @@ class Param:
 PARAMS: tuple[Param, ...] = (
     Param(
         "model",
-        DEFAULT_MODEL,
-        "network: goodpoint | goodpoint_small | mdnet | mdnet_small, or an OpenCV front end: orb | akaze | sift",
-        choices=MODEL_CHOICES,
-        doc="Network: goodpoint | goodpoint_small | mdnet | mdnet_small (the small ones are CPU-friendly),\n"
-        "or an OpenCV front end, weight-free baselines: orb | akaze | sift (weights/backend/device ignored).",
+        registry.DEFAULT_MODEL,
+        registry.model_choices_text(),
+        choices=registry.MODEL_NAMES,
+        doc=f"Network: {' | '.join(registry.NETWORKS)} (the small ones are CPU-friendly),\n"
+        f"or an OpenCV front end, weight-free baselines: {' | '.join(registry.OPENCV_FRONT_ENDS)} "
+        "(weights/backend/device ignored).",
     ),
     Param(
         "weights",
@@ -99,8 +96,9 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "backend",
         "torch",
-        "inference backend: torch | onnxruntime (aliases onnx, ort)",
-        choices=BACKEND_CHOICES,
+        "inference backend: "
+        + " | ".join(b.name + (f" (aliases {', '.join(b.aliases)})" if b.aliases else "") for b in registry.BACKENDS),
+        choices=registry.BACKEND_NAMES,
     ),
     Param(
         "device",
@@ -111,8 +109,8 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "precision",
         "auto",
-        "inference precision: auto (the backend's choice) | fp32 | bf16 | fp16 | int8",
-        choices=PRECISIONS,
+        "inference precision: auto (the backend's choice) | " + " | ".join(registry.PRECISIONS[1:]),
+        choices=registry.PRECISIONS,
     ),
     Param(
         "num_threads",

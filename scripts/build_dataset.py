@@ -826,9 +826,8 @@ def _paragraphs_of(package: str, cache: Path) -> list[dict[str, str]] | None:
 # ----------------------------------------------------------------------------- main
 
 
-def build(args: argparse.Namespace) -> dict:
-    out, cache = Path(args.out), Path(args.cache)
-    refuse_denied([*args.packages, *args.pypi, *args.folders])
+def collect_all(args: argparse.Namespace, cache: Path) -> tuple[list[Candidate], dict[str, PackageInfo]]:
+    """Every candidate file of the chosen packages, scikit-image and folders, and each source's info."""
     candidates: list[Candidate] = []
     infos: dict[str, PackageInfo] = {}
     for name in [*args.packages, *args.pypi]:
@@ -850,41 +849,54 @@ def build(args: argparse.Namespace) -> dict:
             infos[got[0].package] = PackageInfo(got[0].package, "folder", licence="local folder")
     if not candidates:
         raise DatasetError("no images found (no package could be downloaded or found installed, no folder given)")
+    return candidates, infos
 
-    # Wallpaper folders ship one picture at many resolutions: keep the largest file per folder.
+
+def largest_variants(candidates: list[Candidate]) -> list[Candidate]:
+    """Wallpaper folders ship one picture at many resolutions: keep the largest file per folder."""
     best: dict[str, Candidate] = {}
     for c in candidates:
         key = c.source.rsplit("/", 1)[0] if "/contents/images" in c.source else f"{c.package}|{c.source}"
         if key not in best or len(c.data) > len(best[key].data):
             best[key] = c
-    candidates = sorted(best.values(), key=lambda c: (c.package, c.source))
+    return sorted(best.values(), key=lambda c: (c.package, c.source))
 
+
+def _drop_reason(
+    im: np.ndarray | None, transparent: float, duplicate: bool, hashes: list[np.ndarray], args: argparse.Namespace
+) -> str | None:
+    """Why a decoded file is not kept, or None for a new photo (whose dHash joins ``hashes``)."""
+    if duplicate:
+        return "duplicate file"
+    if im is None:
+        return "undecodable"
+    if transparent > args.max_transparent:
+        return "cut-out (transparent pixels)"
+    if min(im.shape[:2]) < args.min_side:
+        return "too small"
+    g = gray(resize_max(im, min(FILTER_SIDE, args.max_side)))
+    reason = photo_reason(g, args.min_levels, args.min_corners)
+    if reason is not None:
+        return reason
+    h = dhash(g)
+    if hashes and int((np.stack(hashes) != h).sum(1).min()) <= args.hash_radius:
+        return "near duplicate"
+    hashes.append(h)
+    return None
+
+
+def filter_photos(
+    candidates: list[Candidate], args: argparse.Namespace
+) -> tuple[list[tuple[Candidate, np.ndarray, str]], dict[str, int]]:
+    """Decode the candidates and keep the new photos, downscaled; (photo, image, sha1) and drop counts."""
     kept: list[tuple[Candidate, np.ndarray, str]] = []
     seen_sha: set[str] = set()
     hashes: list[np.ndarray] = []
     drops: dict[str, int] = {}
     for c in candidates:
         sha = hashlib.sha1(c.data).hexdigest()
-        reason = None
         im, transparent = decode(c.data)
-        if sha in seen_sha:
-            reason = "duplicate file"
-        elif im is None:
-            reason = "undecodable"
-        elif transparent > args.max_transparent:
-            reason = "cut-out (transparent pixels)"
-        elif min(im.shape[:2]) < args.min_side:
-            reason = "too small"
-        else:
-            g = gray(resize_max(im, min(FILTER_SIDE, args.max_side)))
-            reason = photo_reason(g, args.min_levels, args.min_corners)
-            if reason is None:
-                h = dhash(g)
-                if hashes and int((np.stack(hashes) != h).sum(1).min()) <= args.hash_radius:
-                    reason = "near duplicate"
-                else:
-                    hashes.append(h)
-                    im = resize_max(im, args.max_side, args.max_pixels)
+        reason = _drop_reason(im, transparent, sha in seen_sha, hashes, args)
         seen_sha.add(sha)
         c.data = b""  # the decoded image is all that is needed from here on
         if reason is not None:
@@ -893,10 +905,14 @@ def build(args: argparse.Namespace) -> dict:
             if args.verbose:
                 print(f"  drop {c.package}:{c.source}: {reason}")
             continue
-        kept.append((c, im, sha))
+        kept.append((c, resize_max(im, args.max_side, args.max_pixels), sha))
     if not kept:
         raise DatasetError(f"no image passed the filters (dropped: {drops})")
+    return kept, drops
 
+
+def heldout_indices(kept: list[tuple[Candidate, np.ndarray, str]], args: argparse.Namespace) -> set[int]:
+    """Indices into ``kept`` of the held-out photos, by ``--split`` (whole sources, or hashed groups)."""
     if args.split == "source":
         heldout = split_by_source([c.package for c, _, _ in kept], args.heldout_sources)
         if not heldout or len(heldout) == len(kept):
@@ -904,9 +920,22 @@ def build(args: argparse.Namespace) -> dict:
                 f"leave-source-out split: {len(heldout)} of {len(kept)} images come from the held-out sources "
                 f"({', '.join(args.heldout_sources) or 'none'}); pass --heldout-sources or --split hash"
             )
-    else:
-        heldout = split_by_hash([group_key(c) for c, _, _ in kept], args.heldout, args.min_heldout, args.seed)
+        return heldout
+    return split_by_hash([group_key(c) for c, _, _ in kept], args.heldout, args.min_heldout, args.seed)
 
+
+def _photo_name(c: Candidate, sha: str, fmt: str) -> str:
+    """A photo's file name: its package and source stem to be readable, a hash prefix to be unique."""
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{c.package}_{Path(c.source.split(':')[-1]).stem}")[:60]
+    if c.source.endswith(".edj") or ":jpeg@" in c.source:
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{c.package}_{Path(c.source.split(':')[0]).stem}")[:60]
+    return f"{stem}_{sha[:8]}.{fmt}"
+
+
+def write_photos(
+    kept: list[tuple[Candidate, np.ndarray, str]], heldout: set[int], out: Path, args: argparse.Namespace
+) -> list[dict]:
+    """Write the photos to ``out``/train and ``out``/heldout; one manifest row per photo."""
     if out.exists() and args.clean:
         for sub in ("train", "heldout"):
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -915,10 +944,7 @@ def build(args: argparse.Namespace) -> dict:
     rows = []
     for i, (c, im, sha) in enumerate(kept):
         split = "heldout" if i in heldout else "train"
-        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{c.package}_{Path(c.source.split(':')[-1]).stem}")[:60]
-        if c.source.endswith(".edj") or ":jpeg@" in c.source:
-            stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{c.package}_{Path(c.source.split(':')[0]).stem}")[:60]
-        name = f"{stem}_{sha[:8]}.{args.format}"
+        name = _photo_name(c, sha, args.format)
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if args.format == "jpg" else []
         if not cv2.imwrite(str(out / split / name), im, params):
             raise DatasetError(f"could not write {out / split / name}")
@@ -935,10 +961,25 @@ def build(args: argparse.Namespace) -> dict:
                 "group": group_key(c),
             }
         )
+    return rows
+
+
+def write_manifest(out: Path, rows: list[dict]) -> None:
+    """``manifest.csv``: one row per photo with its split, source package, path and licence."""
     with open(out / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+
+
+def build(args: argparse.Namespace) -> dict:
+    """The pipeline: collect, filter, split, write photos and manifest (and notice); the summary for main."""
+    out, cache = Path(args.out), Path(args.cache)
+    refuse_denied([*args.packages, *args.pypi, *args.folders])
+    candidates, infos = collect_all(args, cache)
+    kept, drops = filter_photos(largest_variants(candidates), args)
+    rows = write_photos(kept, heldout_indices(kept, args), out, args)
+    write_manifest(out, rows)
     if args.notice:
         shipped = shipped_rows(Path(args.shipped_manifest), cache, infos) if args.shipped_manifest else None
         write_notice(Path(args.notice), rows, infos, args, shipped)

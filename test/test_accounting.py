@@ -79,6 +79,7 @@ def test_stamp_gaps_jitter_is_not_loss(jitter, kind):
         assert gaps.period_ns() == pytest.approx(PERIOD, rel=0.01)
 
 
+@pytest.mark.slow
 def test_stamp_gaps_heavy_gaussian_jitter_is_mostly_not_loss():
     """8 ms of Gaussian jitter at 30 Hz (a quarter period): a short run of stamps can look like
     a finer grid, so a stream may count about 1 % for a while; overall well under 0.5 %."""

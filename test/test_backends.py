@@ -35,6 +35,7 @@ def assert_same_features(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+@pytest.mark.slow
 def test_onnxruntime_features_equal_torch_on_a_real_photo(photo, tmp_path, name):
     conf = {"detection_threshold": 0.0, "max_keypoints": 400} if name.startswith("mdnet") else {"max_keypoints": 400}
     t, o = pair(name, tmp_path, conf)
@@ -48,6 +49,7 @@ def test_onnxruntime_features_equal_torch_on_a_real_photo(photo, tmp_path, name)
     assert set(o.extract_numpy(img)) == {"keypoints", "scores", "descriptors", "detector"}
 
 
+@pytest.mark.slow
 def test_threshold_is_a_post_filter_and_graph_keys_reexport(photo, tmp_path, caplog):
     t, o = pair("goodpoint_small", tmp_path, {"max_keypoints": 300})
     img = photo[:96, :128]
@@ -70,6 +72,7 @@ def test_threshold_is_a_post_filter_and_graph_keys_reexport(photo, tmp_path, cap
         o.set_detection(descriptor_dim=3)
 
 
+@pytest.mark.slow
 def test_cached_graph_is_reused_by_a_new_extractor(photo, tmp_path, caplog):
     _, o = pair("goodpoint_small", tmp_path)
     o.extract(photo[:64, :64])
@@ -79,6 +82,7 @@ def test_cached_graph_is_reused_by_a_new_extractor(photo, tmp_path, caplog):
     assert "exporting" not in caplog.text
 
 
+@pytest.mark.slow
 def test_dynamic_graph_serves_any_size(photo, tmp_path):
     t, o = pair("goodpoint_small", tmp_path, {"max_keypoints": 300}, dynamic=True)
     for img in (photo[:96, :128], photo[:100, :150]):

@@ -49,6 +49,7 @@ def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
 
+@pytest.mark.slow
 def test_a_cut_message_is_skipped_and_the_7_intact_frames_are_written(tmp_path: Path):
     from test_training_data import write_bag
 
@@ -86,6 +87,7 @@ def test_existing_output_needs_overwrite_and_undecodable_frames_are_counted(tmp_
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_frames_done_in_a_readable_bag(tmp_path: Path):
     from test_training_data import write_bag
 
@@ -130,6 +132,7 @@ def add_chunk_crcs(mcap: Path) -> list[tuple[int, int]]:
     return chunks
 
 
+@pytest.mark.slow
 def test_an_unreadable_chunk_is_skipped_and_reading_resumes_after_it(tmp_path: Path, capsys):
     from test_training_data import write_bag
 

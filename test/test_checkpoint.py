@@ -85,6 +85,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_clis_print_one_line_and_exit_2(tmp_path: Path, photo):
     import cv2
 
@@ -94,12 +95,12 @@ def test_clis_print_one_line_and_exit_2(tmp_path: Path, photo):
     code, truncated = str(files["code"][0]), str(files["truncated"][0])
     cases = {
         "goodpoint-extract": (
-            "import sys; from goodpoint_ros.cli.match import extract_main; sys.exit(extract_main(sys.argv[1:]))",
+            "import sys; from goodpoint_ros.cli.extract import main; sys.exit(main(sys.argv[1:]))",
             ["--model", "goodpoint_small", "--weights", code, str(img), "-o", str(tmp_path / "o.npz")],
             code,
         ),
         "goodpoint-match": (
-            "import sys; from goodpoint_ros.cli.match import match_main; sys.exit(match_main(sys.argv[1:]))",
+            "import sys; from goodpoint_ros.cli.match import main; sys.exit(main(sys.argv[1:]))",
             ["--model", "goodpoint_small", "--weights", truncated, str(img), str(img)],
             truncated,
         ),
@@ -131,12 +132,13 @@ def test_clis_print_one_line_and_exit_2(tmp_path: Path, photo):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_image_above_max_pixels(tmp_path: Path):
     import cv2
 
     img = tmp_path / "big.png"
     cv2.imwrite(str(img), np.zeros((100, 120), np.uint8))
-    script = "import sys; from goodpoint_ros.cli.match import extract_main; sys.exit(extract_main(sys.argv[1:]))"
+    script = "import sys; from goodpoint_ros.cli.extract import main; sys.exit(main(sys.argv[1:]))"
     r = run_cli(script, "--weights", "random", "--max-pixels", "10000", str(img), "-o", str(tmp_path / "o.npz"))
     assert r.returncode == 2 and r.stderr.splitlines() == [
         f"error: {img}: PNG 120x100 has 12000 pixels, more than max_pixels 10000 (refused before decoding)"

@@ -212,6 +212,7 @@ def test_extraction_contract_on_a_real_photo(photo, name):
     assert (near < 0.05).mean() >= 0.9, (near < 0.05).mean()
 
 
+@pytest.mark.slow
 def test_mdnet_detectors_each_keep_their_share_and_multiscale_works(photo):
     model = build_model("mdnet_small", {"max_keypoints": 100, "detection_threshold": 0.0}).eval()
     with torch.inference_mode():
@@ -224,6 +225,7 @@ def test_mdnet_detectors_each_keep_their_share_and_multiscale_works(photo):
     assert len(g["keypoints"]) == 100 and g["keypoints"][:, 0].max() < 320
 
 
+@pytest.mark.slow
 def test_cli_extract_contract_and_unreadable_image(tmp_path, photo):
     import cv2
 

@@ -20,6 +20,7 @@ def photo_dir(tmp_path):
     return d
 
 
+@pytest.mark.slow
 def test_generated_pairs_end_to_end(photo_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     methods = ["goodpoint_small:random", "mdnet_small:random,detection_threshold=0.3", "orb"]
@@ -80,6 +81,7 @@ def test_cli_errors_are_one_line(argv, needle, photo_dir, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and needle in err, err
 
 
+@pytest.mark.slow
 def test_random_weight_runs_are_reproducible(photo_dir, tmp_path):
     results = []
     for run in ("a", "b"):
@@ -101,6 +103,7 @@ def test_pairs_at_camera_resolution(photo_dir):
         main(["--photos", str(photo_dir), "--size", "640by480"])
 
 
+@pytest.mark.slow
 def test_precision_runs_report_parity_with_the_fp32_run(photo_dir, tmp_path):
     """A model listed at fp32 (torch) and again at another precision: the second gets keypoint
     overlap and descriptor cosine against the first, on the same images, in the JSON and table."""

@@ -16,6 +16,7 @@ def seeded(name: str, seed: int = 0, **conf):
     return build_model(name, conf or None).eval()
 
 
+@pytest.mark.slow
 def test_cli_exports_a_parity_checked_opset17_graph(tmp_path, capsys):
     out = tmp_path / "gp.onnx"
     torch.manual_seed(0)
@@ -37,6 +38,7 @@ def test_cli_exports_a_parity_checked_opset17_graph(tmp_path, capsys):
     assert res["heatmap"].shape == (1, 1, 96, 128)  # padded to a multiple of 8 inside the graph
 
 
+@pytest.mark.slow
 def test_parity_check_fails_for_a_graph_of_other_weights(tmp_path):
     path = export_onnx(seeded("goodpoint_small", 0), tmp_path / "a.onnx", 64, 80)
     assert check_parity(seeded("goodpoint_small", 0), path, 64, 80)["ok"]
@@ -44,6 +46,7 @@ def test_parity_check_fails_for_a_graph_of_other_weights(tmp_path):
     assert not bad["ok"] and bad["heatmap_max_abs"] > 1e-3
 
 
+@pytest.mark.slow
 def test_dynamic_graph_agrees_at_two_sizes(tmp_path):
     model = seeded("goodpoint_small", max_keypoints=200)
     path = export_onnx(model, tmp_path / "dyn.onnx", 64, 96, dynamic=True)
@@ -56,6 +59,7 @@ def test_dynamic_graph_agrees_at_two_sizes(tmp_path):
         assert n_torch > 50 and abs(n_onnx - n_torch) <= max(2, 0.02 * n_torch), (n_onnx, n_torch)
 
 
+@pytest.mark.slow
 def test_mdnet_graph_keeps_m_over_n_per_detector(tmp_path):
     import onnxruntime as ort
 

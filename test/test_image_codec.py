@@ -247,6 +247,7 @@ def rss_growth(tmp_path: Path, limit: int | None, *blobs: bytes) -> tuple[list[s
     return lines[:-1], int(lines[-1].split()[1]) / 1024
 
 
+@pytest.mark.slow
 def test_png_bombs_are_refused_before_allocating(tmp_path):
     small = png_bomb(4000, 4000)  # 16 MB of pixels in ~16 KB
     huge = png_bomb(16000, 16000)  # 256 MB of pixels in ~250 KB
@@ -379,6 +380,7 @@ def test_depth_non_finite_zero_and_negative_are_unknown():
     np.testing.assert_array_equal(image_to_numpy(msg), depth)  # the message is not modified
 
 
+@pytest.mark.slow
 def test_randomly_corrupted_files_decode_within_the_limit_or_raise_one_error(photo):
     """The issue's fuzz: 1 in 600 randomly corrupted JPEGs decoded to 53232x320. Here 600 JPEGs and
     600 PNGs with 1-8 random bytes changed: each decodes to at most max_pixels or raises

@@ -64,9 +64,15 @@ def test_no_import_cycle_among_the_package_modules():
 
 def test_the_package_modules_import_each_other_at_the_top():
     """docs/architecture.md: an import inside a function is for an optional heavy dependency, never
-    for one of the package's own modules; the one exception is the node importing the backends
-    after its torch version check."""
-    allowed = {("goodpoint_ros.ros.extractor_node", "goodpoint_ros.backends")}
+    for one of the package's own modules; the exception is ``settings.build``, which imports torch's
+    side (the backends, the pipeline) only after the torch version check, so that the parameter
+    table's readers stay torch-free."""
+    allowed = {
+        ("goodpoint_ros.settings", "goodpoint_ros.backends"),
+        ("goodpoint_ros.settings", "goodpoint_ros.backends.make_extractor"),
+        ("goodpoint_ros.settings", "goodpoint_ros.vo.pipeline"),
+        ("goodpoint_ros.settings", "goodpoint_ros.device"),
+    }
     late = {
         (name, m)
         for name, path in _modules().items()
@@ -74,3 +80,18 @@ def test_the_package_modules_import_each_other_at_the_top():
         if not top and m.split(".")[0] == "goodpoint_ros" and m in _modules()
     }
     assert late <= allowed, sorted(late - allowed)
+
+
+def test_training_is_imported_under_one_name():
+    """``training/`` installs as ``goodpoint_ros.training``; importing it as ``training`` from a
+    checkout would make a second copy of its task registry."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "training/train.py" in listed
+    for path in (ROOT / f for f in listed if (ROOT / f).is_file()):
+        names = [m for m, _ in _imports(path)]
+        assert not [m for m in names if m.split(".")[0] == "training"], path

@@ -14,10 +14,7 @@ import pytest
 import torch
 from goodpoint_ros.training.train import DEFAULTS, TASKS, GoodPointTask, MDNetTask, make_task, merge
 
-from goodpoint_ros.backends import FRONT_ENDS
-from goodpoint_ros.backends.classical import CLASSICAL
 from goodpoint_ros.backends.graph import ExportGraph
-from goodpoint_ros.cli.match import _add_model_args
 from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, build_model
 from goodpoint_ros.models.base import fold_batchnorm
 from goodpoint_ros.models.features import extract_batch, run_network
@@ -83,16 +80,6 @@ def test_a_model_without_a_task_is_refused_by_name(monkeypatch):
     monkeypatch.setitem(MODELS, "untrainable", (Untrainable, {}))
     with pytest.raises(KeyError, match="no training task registered for model 'untrainable'"):
         make_task(merge(DEFAULTS, {"model": {"name": "untrainable"}}))
-
-
-def test_cli_offers_every_front_end_make_extractor_takes():
-    import argparse
-
-    p = argparse.ArgumentParser()
-    _add_model_args(p)
-    choices = next(a.choices for a in p._actions if a.dest == "model")
-    assert set(choices) == set(MODELS) | set(CLASSICAL) == set(FRONT_ENDS)
-    assert p.parse_args(["--model", "akaze"]).model == "akaze"
 
 
 @pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])

@@ -40,6 +40,7 @@ def test_the_crop_covers_the_drawn_share_of_the_short_side() -> None:
     assert multiscale_view(small, 192, (0.125, 0.125), rng).shape == (300, 400)
 
 
+@pytest.mark.slow
 def test_scales_are_log_uniform() -> None:
     image = np.zeros((8 * 256, 8 * 256), np.uint8)
     rng = np.random.default_rng(1)
@@ -75,6 +76,7 @@ class _Slice:
         return self.source.load(index)
 
 
+@pytest.mark.slow
 def test_pairs_see_many_scales_through_wrappers_and_are_reproducible(tmp_path, monkeypatch) -> None:
     _big_photo(tmp_path)
     seen: list[tuple[int, int]] = []

@@ -20,6 +20,7 @@ from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
 from goodpoint_ros.ros.player import camera_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # goodpoint-bag processes
 
 
 def _write_bag(path: Path, frames, topic="/camera/image_raw", bad_at=None):

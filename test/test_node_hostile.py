@@ -39,6 +39,7 @@ from goodpoint_ros.params import TABLE  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 
 DOMAIN_A, DOMAIN_B = 66, 67
+pytestmark = pytest.mark.slow  # node processes
 SIZE = (160, 120)
 COMMON = {
     "model": "goodpoint_small",

@@ -32,6 +32,7 @@ from goodpoint_ros.ros.player import camera_sequence, frame_to_frame  # noqa: E4
 from goodpoint_ros.vo.geometry import warp_points  # noqa: E402
 
 DOMAIN = 61
+pytestmark = pytest.mark.slow  # node processes
 N_FRAMES = 50
 SIZE = (160, 120)
 

@@ -26,6 +26,7 @@ from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, PARAMS  # noqa: E
 from goodpoint_ros.ros.extractor_node import ExtractorNode  # noqa: E402
 
 DOMAIN = 71
+pytestmark = pytest.mark.slow  # rclpy nodes
 
 
 class HumbleExtractorNode(ExtractorNode):

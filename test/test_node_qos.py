@@ -28,6 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
 DOMAIN = 73
+pytestmark = pytest.mark.slow  # node processes
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 

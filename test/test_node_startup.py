@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 DOMAIN = "72"
+pytestmark = pytest.mark.slow  # node processes
 
 
 def extractor(*ros_args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:

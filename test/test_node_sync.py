@@ -73,6 +73,7 @@ def _spin_until_processed(probe, count, timeout=20):
     return ok
 
 
+@pytest.mark.slow
 def test_stereo_node_pairs_left_right_and_matches_across(tmp_path):
     left, right = (cv2.resize(im, (160, 120), interpolation=cv2.INTER_AREA) for im in sample_pair())
     from sensor_msgs.msg import PointCloud2
@@ -131,6 +132,7 @@ def test_stereo_node_pairs_left_right_and_matches_across(tmp_path):
         probe.close()
 
 
+@pytest.mark.slow
 def test_rgbd_node_attaches_depth_in_metres():
     rgb = cv2.resize(sample_photo("coffee"), (160, 120), interpolation=cv2.INTER_AREA)
     ys, xs = np.mgrid[0:120, 0:160]
@@ -167,6 +169,7 @@ def test_rgbd_node_attaches_depth_in_metres():
         probe.close()
 
 
+@pytest.mark.slow
 def test_compressed_input_mode():
     from goodpoint_ros.ros.conversions import numpy_to_compressed
 

@@ -41,6 +41,7 @@ from goodpoint_ros.vo.pipeline import match_frames  # noqa: E402
 from goodpoint_ros.vo.tracking import TrackIds  # noqa: E402
 
 DOMAIN = 64
+pytestmark = pytest.mark.slow  # node processes
 SIZE = (320, 240)  # ORB needs the texture detail; 160x120 gives ~0.2 m ATE
 N_FRAMES = 30  # tracked phase
 N_BLANK = 4  # lens covered

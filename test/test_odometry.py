@@ -101,6 +101,7 @@ def test_mono_essential_direction_and_chained_scale(pair):
     np.testing.assert_allclose(np.linalg.norm(est[1]) / scale, np.linalg.norm(gt[1]), rtol=0.02)
 
 
+@pytest.mark.slow
 def test_recovers_after_tracking_loss():
     """Ten frames, three blank ones (a covered lens), then tracking resumes: one reset is flagged,
     failures counted, and the motion after the gap is measured again."""

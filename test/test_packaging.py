@@ -112,6 +112,7 @@ def test_a_missing_dependency_is_one_line_not_a_traceback():
     assert len(lines) == 1 and "'torch' is not installed" in lines[0] and lines[0].startswith("goodpoint_extractor:")
 
 
+@pytest.mark.slow
 def test_installed_training_imports_and_finds_its_configs(wheel, tmp_path):
     """The unpacked wheel first on the path, run outside the checkout: the relative imports of
     training/ resolve inside goodpoint_ros.training and a shipped config is found by name."""

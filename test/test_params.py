@@ -43,16 +43,6 @@ def test_every_default_is_valid_and_typed():
     assert DEFAULTS["qos"] == "auto" and DEFAULTS["precision"] == "auto"
 
 
-def test_choices_match_the_core_registries():
-    from goodpoint_ros.backends import ALIASES, BACKENDS
-    from goodpoint_ros.backends.classical import CLASSICAL
-    from goodpoint_ros.models import DEFAULT_MODEL, MODELS
-
-    assert set(params.MODEL_CHOICES) == set(MODELS) | set(CLASSICAL)
-    assert params.DEFAULT_MODEL == DEFAULT_MODEL == DEFAULTS["model"]
-    assert set(params.BACKEND_CHOICES) == set(BACKENDS) | set(ALIASES)
-
-
 @pytest.mark.parametrize(
     "name, value, ok",
     [
@@ -84,16 +74,14 @@ def test_parse_text_turns_launch_strings_into_typed_values():
             parse_text(name, text)
 
 
-def test_bag_tool_defaults_come_from_the_table():
-    from goodpoint_ros.cli.bag import parse_args
+def test_bag_tool_flags_are_the_node_parameters_with_their_defaults():
+    from goodpoint_ros.cli.bag import FLAG_KEYS, parse_args
 
     a = parse_args(["in", "out", "--topic", "/t"])
-    assert (a.model, a.weights, a.backend, a.device) == tuple(
-        DEFAULTS[k] for k in ("model", "weights", "backend", "device")
-    )
-    assert a.max_keypoints == DEFAULTS["max_keypoints"]
-    assert (a.match_ratio, a.match_max_distance) == (DEFAULTS["match_ratio"], DEFAULTS["match_max_distance"])
-    assert (a.verification, a.threshold) == (DEFAULTS["verification_method"], DEFAULTS["verification_threshold"])
+    assert {k: getattr(a, k) for k in FLAG_KEYS} == {k: DEFAULTS[k] for k in FLAG_KEYS}
+    assert {"detection_threshold", "nms_radius", "subpixel_radius", "precision", "num_threads"} <= set(FLAG_KEYS)
+    old = parse_args(["in", "out", "--topic", "/t", "--verification", "none", "--threshold", "2.5"])  # older names
+    assert (old.verification_method, old.verification_threshold) == ("none", 2.5)
 
 
 def test_launch_overrides_are_table_parameters_and_quote_their_defaults():

@@ -56,6 +56,7 @@ def _old_loop(seq, ex, settings: MatchSettings) -> tuple[list, list]:
     return ids_out, poses
 
 
+@pytest.mark.slow
 def test_mono_step_gives_matches_tracks_and_the_same_poses_as_the_old_loop(seq):
     settings = MatchSettings(ratio=1.0, method="fundamental")
     pipe = FramePipeline(_orb(), "mono", settings)
@@ -161,7 +162,7 @@ def test_learned_front_end_through_the_same_step(seq):
     assert r2.features["descriptors"].shape[1] == 128 and r0.extract_seconds > 0
 
 
-@pytest.mark.parametrize("model", ["orb", "akaze", "sift", "goodpoint_small"])
+@pytest.mark.parametrize("model", ["orb", "akaze", "sift", pytest.param("goodpoint_small", marks=pytest.mark.slow)])
 def test_every_front_end_from_make_extractor_is_one_extractor(seq, model):
     try:
         ex = make_extractor(model=model, device="cpu", precision="fp32")

@@ -8,6 +8,7 @@ flip near-ties at the end of the top-k list; it is not allowed to move or lose m
 """
 
 import logging
+import platform
 
 import numpy as np
 import pytest
@@ -45,12 +46,48 @@ def test_forced_precisions_pass_through_and_unknown_ones_raise():
         resolve_precision("fp8", "cpu")
 
 
+# /proc/cpuinfo excerpts: only the first processor's flags line counts; Arm calls it "Features".
+CPUINFO = {
+    "zen4": "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"
+    "processor\t: 1\nflags\t\t: fpu sse2\n",
+    "xeon_amx": "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f amx_bf16 amx_tile amx_int8\n",
+    "old_x86": "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n",
+    "arm": "processor\t: 0\nFeatures\t: fp asimd bf16\n",
+}
+
+
+@pytest.mark.parametrize(
+    "cpu, flags, auto",
+    [
+        ("zen4", {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ("xeon_amx", {"fpu", "avx512f", "amx_bf16", "amx_tile", "amx_int8"}, "bf16"),
+        ("old_x86", {"fpu", "sse2", "avx2", "fma"}, "fp32"),
+        ("arm", {"fp", "asimd", "bf16"}, "fp32"),  # no AVX-512 BF16 or AMX
+    ],
+)
+def test_cpuinfo_flags_decide_auto(monkeypatch, tmp_path, cpu, flags, auto):
+    monkeypatch.delenv(CPU_FLAGS_ENV, raising=False)
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO[cpu])
+    assert cpu_flags(str(path)) == flags
+    assert resolve_precision("auto", "cpu", flags=cpu_flags(str(path)))[0] == auto
+    assert resolve_precision("auto", "cpu", "onnxruntime", flags=flags)[0] == "fp32"
+    assert resolve_precision("auto", "cuda:0", flags=flags)[0] == "fp16"
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()  # no /proc/cpuinfo (macOS, Windows): fp32
+
+
 def test_cpu_flags_env_override_and_real_cpuinfo(monkeypatch):
     monkeypatch.setenv(CPU_FLAGS_ENV, "avx2, amx_bf16")
     assert cpu_flags() == {"avx2", "amx_bf16"}
+    assert resolve_precision("auto", "cpu")[0] == "bf16"  # the override reaches the rule
+    monkeypatch.setenv(CPU_FLAGS_ENV, "")
+    assert cpu_flags() == frozenset() and resolve_precision("auto", "cpu")[0] == "fp32"
     monkeypatch.delenv(CPU_FLAGS_ENV)
     real = cpu_flags()
-    assert isinstance(real, frozenset)  # whatever this machine has; empty off Linux
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert {"fpu", "sse2"} <= real, sorted(real)  # every x86-64 CPU has them
+    expected = "bf16" if real & {"avx512_bf16", "amx_bf16"} else "fp32"  # Zen 4 and Xeon AMX: bf16
+    assert resolve_precision("auto", "cpu")[0] == expected
 
 
 @pytest.mark.parametrize(
@@ -119,6 +156,7 @@ def test_bf16_parity_with_fp32(photo, name, weights, conf, min_overlap, crop):
     assert np.all(np.diff(feats["bf16"]["scores"].numpy()) <= 0), "still sorted by score"
 
 
+@pytest.mark.slow
 def test_int8_parity_and_the_quantised_graph_is_cached(photo, tmp_path, caplog):
     kw = {"cache": tmp_path, "num_threads": 2, "calibration": "skimage", "calibration_count": 4}
     img = photo[:120, :160]
@@ -149,6 +187,7 @@ def test_calibration_never_reads_held_out_photos(tmp_path):
         calibration_images(str(held), 4, 64, 64, 1)
 
 
+@pytest.mark.slow
 def test_export_cli_int8_and_the_trunk_it_quantises(tmp_path, capsys):
     import onnx
 
@@ -188,7 +227,7 @@ def test_eval_method_specs_take_a_precision(capsys, tmp_path):
 def test_cli_precision_flag(photo, tmp_path, capsys):
     import cv2
 
-    from goodpoint_ros.cli.match import extract_main
+    from goodpoint_ros.cli.extract import main as extract_main
 
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), photo[:96, :128])
@@ -199,6 +238,7 @@ def test_cli_precision_flag(photo, tmp_path, capsys):
     assert "onnxruntime" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_ranges_are_reused_across_sizes_padded_or_not(photo, tmp_path, caplog):
     # keep_float=(): the first conv is quantised too, so its input range must exist for both a
     # padded size (input -> Pad -> Conv) and a multiple of 8 (input -> Conv)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from goodpoint_ros.errors import one_line
 from goodpoint_ros.node.startup import (
     StartupError,
     backend_problem,
     device_problem,
-    one_line,
     precision_problem,
     weights_problem,
 )

@@ -119,6 +119,7 @@ def small_conf(tmp: Path, photos: Path, **train: object) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_training_step_overfits_one_repeated_batch(photos: Path):
     """A property that holds on any CPU (the float kernels, AMX/AVX-512, only move the numbers a
     little): 30 steps of the training task and optimiser on one repeated batch of real-photo pairs
@@ -147,6 +148,7 @@ def test_training_step_overfits_one_repeated_batch(photos: Path):
     assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_short_run_logs_validates_and_moves_the_weights(tmp_path: Path, photos: Path):
     """The loop itself: 20 logged steps at the configured lr, validation at 10 and 20, finite
     losses, loadable model.pt / best_model.pt whose weights moved away from the seeded init (the
@@ -159,7 +161,10 @@ def test_short_run_logs_validates_and_moves_the_weights(tmp_path: Path, photos: 
     assert all(np.isfinite(float(r["train/loss"])) for r in train_rows)
     val_rows = [r for r in rows if r.get("val/score")]
     assert [int(r["step"]) for r in val_rows] == [10, 20] and 0 <= float(val_rows[-1]["val/repeatability"]) <= 1
-    assert load_model("goodpoint_small", result["run_dir"] / "best_model.pt") is not None
+    best = torch.load(result["run_dir"] / "best_model.pt", weights_only=True)  # the better validation's weights
+    scores = {int(r["step"]): float(r["val/score"]) for r in val_rows}
+    assert best["score"] == max(scores.values()) == scores[best["step"]]
+    load_model("goodpoint_small", result["run_dir"] / "best_model.pt")  # raises if it does not load
     torch.manual_seed(int(conf["seed"]))
     init = build_model("goodpoint_small").state_dict()
     trained = load_model("goodpoint_small", result["run_dir"] / "model.pt").state_dict()
@@ -167,6 +172,7 @@ def test_short_run_logs_validates_and_moves_the_weights(tmp_path: Path, photos: 
     assert len(moved) >= 0.9 * sum(v.is_floating_point() for v in init.values()), moved
 
 
+@pytest.mark.slow
 def test_run_folder_cleanup_model_pt_follows_checkpoint_and_modes(tmp_path: Path, photos: Path):
     """A kill during a checkpoint write leaves temporaries; a kill between checkpoint.pt and
     model.pt leaves model.pt a save behind. Starting the run again removes the first and repairs
@@ -227,6 +233,7 @@ def reference_run(tmp_path_factory, photos: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c-group", "worker-killed"])
+@pytest.mark.slow
 def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, reference_run, how: str):
     """Stop a run (SIGTERM to the trainer; Ctrl-C to its whole process group, loader worker
     included; or a crash: its loader worker SIGKILLed), resume it, and compare every later step's
@@ -259,6 +266,7 @@ def test_stop_then_resume_continues_exactly(tmp_path: Path, photos: Path, refere
         assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-5), (s, a[s], b[s])
 
 
+@pytest.mark.slow
 def test_resume_with_a_new_learning_rate_uses_it(tmp_path: Path, photos: Path):
     """Continuing a run at a new ``train.lr`` (a fine-tune from a committed state) must train at
     that rate: the scheduler's saved state used to carry the old one over silently."""
@@ -275,6 +283,7 @@ def test_resume_with_a_new_learning_rate_uses_it(tmp_path: Path, photos: Path):
     assert rows[3] < 1e-5 and rows[4] < rows[3]  # the new rate, decaying as configured
 
 
+@pytest.mark.slow
 def test_training_on_a_ros2_bag(tmp_path: Path):
     from test_training_data import write_bag
 
@@ -291,6 +300,7 @@ def test_training_on_a_ros2_bag(tmp_path: Path):
     assert (tmp_path / "bag" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_bad_config_key_is_one_clear_error(tmp_path: Path):
     with pytest.raises(KeyError, match="train.stepz"):
         load_config(None, ["train.stepz=3"])
@@ -303,6 +313,7 @@ def test_bad_config_key_is_one_clear_error(tmp_path: Path):
     assert not any(tmp_path.iterdir())  # no half-made run directory
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path: Path, photos: Path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29617",

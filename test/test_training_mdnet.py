@@ -109,6 +109,7 @@ def test_stages():
     assert {"peaky", "sim", "dissim"} <= set(t2) and float(l2.detach()) > float(l1.detach())
 
 
+@pytest.mark.slow
 def test_two_stage_training_freezes_the_detector_in_stage_1(tmp_path: Path):
     root = tmp_path / "img"
     root.mkdir()

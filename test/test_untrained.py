@@ -1,23 +1,51 @@
-"""A model without shipped weights is refused by name, never run silently with random weights."""
+"""What ships: goodpoint_small and mdnet_small with their model cards, loaded by "default"; a model
+without shipped weights is refused by name, never run silently with random weights."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from goodpoint_ros.models import MODELS
-from goodpoint_ros.models.checkpoint import CheckpointError, load_model, shipped_weights
+from goodpoint_ros.models import DEFAULT_MODEL, MODELS
+from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint, shipped_weights
+
+SHIPPED = ("goodpoint_small", "mdnet_small")  # README: "Two trained models ship"
+UNTRAINED = sorted(set(MODELS) - set(SHIPPED))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_default_weights_load_trained_or_refuse_in_one_line(name: str) -> None:
-    if shipped_weights(name).is_file():
-        assert load_model(name, "default") is not None
-        return
+def test_the_documented_models_ship_with_their_model_cards() -> None:
+    assert sorted(p.name for p in WEIGHTS_DIR.glob("*.pt")) == [f"{n}.pt" for n in SHIPPED]
+    assert DEFAULT_MODEL in SHIPPED and UNTRAINED == ["goodpoint", "mdnet"]
+    for name in SHIPPED:
+        ckpt = read_checkpoint(shipped_weights(name))
+        assert ckpt["model"] == name and ckpt["steps"] > 0
+        card = (WEIGHTS_DIR / f"{name}.md").read_text(encoding="utf-8")
+        assert card.startswith(f"# {name}: model card\n"), f"{name}.md is not {name}'s model card"
+        assert f"- Training: {ckpt['steps']} steps " in card, f"{name}.md describes other weights"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_default_weights_are_the_shipped_file(name: str) -> None:
+    model = load_model(name, "default")
+    assert model.name == name and not model.training
+    state = read_checkpoint(shipped_weights(name))["state_dict"]
+    own = model.state_dict()
+    assert set(own) == set(state)
+    assert all(torch.equal(v, state[k].to(v.dtype)) for k, v in own.items())
+
+
+@pytest.mark.parametrize("name", UNTRAINED)
+def test_a_model_without_shipped_weights_is_refused_in_one_line(name: str) -> None:
+    assert not shipped_weights(name).exists()
     with pytest.raises(CheckpointError) as err:
         load_model(name, "default")
     text = str(err.value)
-    assert "\n" not in text and name in text and "random" in text
+    assert "\n" not in text and f"model '{name}'" in text and "weights 'random'" in text
+    assert "trained: goodpoint_small, mdnet_small" in text  # names what does ship
 
 
 def test_random_weights_stay_available_on_request() -> None:
     assert load_model("goodpoint", "random").name == "goodpoint"
+    random = load_model("goodpoint_small", "random").state_dict()
+    trained = load_model("goodpoint_small", "default").state_dict()
+    assert not any(torch.equal(v, trained[k]) for k, v in random.items() if k.endswith(".weight") and v.dim() == 4)

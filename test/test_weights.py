@@ -32,6 +32,7 @@ def _pair_scores(ex: TorchExtractor, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.slow
 def test_shipped_weights_beat_random_weights(name):
     torch.manual_seed(0)
     ckpt = read_checkpoint(WEIGHTS_DIR / f"{name}.pt")

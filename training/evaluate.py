@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.backends.classical import CLASSICAL, ClassicalExtractor
 from goodpoint_ros.backends.parity import feature_parity
 from goodpoint_ros.io.image_codec import to_uint8
 from goodpoint_ros.io.image_files import ImageReadError, parse_size, read_image
-from goodpoint_ros.models import MODELS
+from goodpoint_ros.models.checkpoint import shipped_weights
+from goodpoint_ros.registry import NETWORKS, OPENCV_FRONT_ENDS
 from goodpoint_ros.vo.geometry import warp_image
 
 from .augment import photometric, sample_homography, warp_mask
@@ -172,14 +172,14 @@ class Method:
         # whether this one is the fp32 torch reference the others are compared with.
         self.parity_key = (self.name, weights or "default", tuple(sorted(detection.items())))
         self.is_reference = False
-        if self.name in CLASSICAL:
+        if self.name in OPENCV_FRONT_ENDS:
             if weights or opts:
                 raise EvalError(f"'{spec}': OpenCV methods take no weights or options")
-            self.impl = ClassicalExtractor(self.name, budget)
+            self.impl = make_extractor(model=self.name, conf={"max_keypoints": budget})
         else:
-            if self.name not in MODELS:
+            if self.name not in NETWORKS:
                 raise EvalError(
-                    f"unknown method '{name}' (models: {', '.join(MODELS)}; OpenCV: {', '.join(CLASSICAL)})"
+                    f"unknown method '{name}' (models: {', '.join(NETWORKS)}; OpenCV: {', '.join(OPENCV_FRONT_ENDS)})"
                 )
             # fp32 unless the spec says otherwise (precision=bf16 ...), so that figures do not depend
             # on the CPU's bf16 units; int8 exists only as onnxruntime's quantised graph.
@@ -253,9 +253,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             e = args.epsilon
             summ["per_set_match_time_ratio"] = summ["match_time_ms"] / max(ps["match_time_ms"], 1e-9)
             summ[f"per_set_mma@{e:g}px_minus_full"] = ps[f"mma@{e:g}px"] - summ[f"mma@{e:g}px"]
-        if m.name not in CLASSICAL and m.is_reference and m.parity_key not in references:
+        if m.name not in OPENCV_FRONT_ENDS and m.is_reference and m.parity_key not in references:
             references[m.parity_key] = (label, feats)
-        elif m.name not in CLASSICAL and m.parity_key in references:
+        elif m.name not in OPENCV_FRONT_ENDS and m.parity_key in references:
             ref_label, ref_feats = references[m.parity_key]
             summ["parity"] = {"reference": ref_label, **mean_parity(ref_feats, feats)}
         results[label] = summ
@@ -360,11 +360,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=["goodpoint_small", "mdnet_small", "orb", "akaze", "sift"],  # the models with trained weights
-        help="model[:weights][,key=value...] (goodpoint, goodpoint_small, mdnet, mdnet_small; weights: a path "
+        default=[*(n for n in NETWORKS if shipped_weights(n).is_file()), *OPENCV_FRONT_ENDS],  # trained + OpenCV
+        help=f"model[:weights][,key=value...] ({', '.join(NETWORKS)}; weights: a path "
         "or 'random'; keys: detection parameters, e.g. mdnet_small,detection_threshold=0.5, and precision="
         "fp32|bf16|fp16|int8|auto (default fp32; int8 runs in onnxruntime), backend=torch|onnxruntime) "
-        "or orb, akaze, sift",
+        f"or {', '.join(OPENCV_FRONT_ENDS)}",
     )
     p.add_argument("--pairs", type=int, default=None, help="number of pairs (generated: default 20; HPatches: all)")
     p.add_argument("--subset", choices=("all", "i", "v"), default="all", help="HPatches: illumination/viewpoint")

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "- Data: `scripts/build_dataset.py` training split (real photos from Debian packages and scikit-image; "
         "the held-out split was never seen).",
         f"- Detection defaults stored in the checkpoint: `{detection or 'model defaults'}`.",
-        "- Limits: far fewer steps than the papers (tens of thousands on GPUs); see the README results table.",
+        "- Limits: far fewer steps than the papers (tens of thousands on GPUs); see docs/results.md in the source repository.",
         "",
         "## Metrics (held-out photos, `goodpoint-eval`)",
         "",

@@ -28,6 +28,7 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -531,6 +532,221 @@ def sync_model_file(run_dir: Path, ckpt: dict | None) -> bool:
     return True
 
 
+def _prepare_run_dir(run_dir: Path, conf: dict, resume: dict | None) -> None:
+    """Create the run directory, repair what a kill left there, and record the run's config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_temporaries(run_dir)  # left by a kill during a checkpoint write
+    if stale:
+        print(f"removed {len(stale)} unfinished checkpoint temporaries from {run_dir}", file=sys.stderr)
+    sync_model_file(run_dir, resume)  # a kill between checkpoint.pt and model.pt: catch up
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(conf, f, sort_keys=False)
+
+
+def _seed_rngs(seed: int) -> None:
+    """Seed torch, NumPy and Python's ``random`` alike, so a run repeats from its config."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _build_model_and_optimizer(
+    conf: dict, resume: dict | None, device: torch.device
+) -> tuple[BaseModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The model on ``device`` in train mode with its optimiser and scheduler, resumed when given."""
+    model = build_model(conf["model"]["name"], conf["model"]["conf"])
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+    model.to(device).train()
+    opt, sched = make_optimizer(model, conf)  # after .to(device): state tensors follow the params
+    if resume is not None:
+        _resume_optimizer(opt, sched, resume, conf)
+    return model, opt, sched
+
+
+def _resume_optimizer(
+    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, resume: dict, conf: dict
+) -> None:
+    """Optimiser and scheduler state from ``resume``, at the rate of this config's ``train.lr``."""
+    opt.load_state_dict(resume["optimizer"])
+    sched.load_state_dict(resume["scheduler"])
+    # The scheduler's state carries the lr it started with; a ``train.lr`` override on resume
+    # (to continue at a new rate) must win over it, and an unchanged config resumes as before.
+    sched.base_lrs = [float(conf["train"]["lr"])] * len(opt.param_groups)
+    step = int(resume["step"])
+    for group, lr in zip(opt.param_groups, sched.base_lrs):
+        group["lr"] = lr * lr_factor(step, conf["train"])
+
+
+def _wrap_ddp(model: BaseModel, task: Task, device: torch.device, world: int) -> torch.nn.Module:
+    """What the loss runs through: ``model`` itself, or its DDP wrapper when several processes train."""
+    if world <= 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=task.unused_parameters,
+    )
+
+
+def _progress_bar(conf: dict, step: int) -> Any:
+    """A tqdm bar over ``train.steps`` from ``step`` on (tqdm is imported only when one is shown)."""
+    from tqdm import tqdm
+
+    return tqdm(total=int(conf["train"]["steps"]), initial=step, dynamic_ncols=True, desc=conf["name"])
+
+
+@dataclass
+class _Run:
+    """What the step loop works with, and its progress: the save on failure reads the same fields."""
+
+    conf: dict
+    run_dir: Path
+    main: bool  # rank 0: logs, validates and saves
+    world: int
+    device: torch.device
+    task: Task
+    model: BaseModel
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    val: list[dict] | None
+    logger: Logger | None
+    stop: Stop
+    bar: Any
+    autocast: bool
+    step: int
+    best: float | None
+    last_saved: int
+    last: dict[str, float] = field(default_factory=dict)  # loss terms of the last step
+    sums: dict[str, float] = field(default_factory=dict)  # summed since the last log line
+    n_sum: int = 0
+    t_last: float = field(default_factory=time.time)
+    t_saved: float = field(default_factory=time.time)
+    rng_before: dict | None = None  # RNG state at the start of an unfinished step
+
+
+def _run_steps(run: _Run, loader: torch.utils.data.DataLoader, resume: dict | None) -> None:
+    """The loop: train, log, validate and checkpoint until ``train.steps`` or a stop signal."""
+    it = iter(loader)
+    if resume is not None:  # last: nothing may draw from the RNGs between here and the step
+        set_rng_state(resume["rng"])
+    while run.step < int(run.conf["train"]["steps"]):
+        run.stop.deliver()
+        batch = next(it)
+        run.rng_before = rng_state()  # a crash inside the step saves the state it started from
+        with run.stop.step():  # signals wait until the step is whole (see Stop)
+            terms = _optimise(run, batch)
+            run.step += 1
+            run.rng_before = None  # the step is complete: a later failure saves the current RNG state
+        _record(run, terms)
+        _validate_if_due(run)
+        if _checkpoint_if_due(run):
+            break
+
+
+def _optimise(run: _Run, batch: dict) -> dict:
+    """Forward, backward and one optimiser and scheduler step on ``batch``; the loss terms."""
+    t = run.conf["train"]
+    batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.autocast):
+        loss, terms = run.task.loss(run.net, batch, run.step)
+    if not torch.isfinite(loss):
+        terms_now = {k: float(v) for k, v in terms.items()}
+        raise FloatingPointError(f"non-finite loss at step {run.step}: {terms_now}")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if t["grad_clip"]:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(t["grad_clip"]))
+    run.opt.step()
+    run.sched.step()
+    return terms
+
+
+def _record(run: _Run, terms: dict) -> None:
+    """Show the step's loss terms on the bar, and log their mean every ``train.log_every`` steps."""
+    t = run.conf["train"]
+    run.last = {k: float(v) for k, v in terms.items()}
+    for k, v in run.last.items():
+        run.sums[k] = run.sums.get(k, 0.0) + v
+    run.n_sum += 1
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix({k: f"{v:.3g}" for k, v in run.last.items()}, refresh=False)
+    if run.main and (run.step % int(t["log_every"]) == 0 or run.step == int(t["steps"])):
+        now = time.time()
+        avg = {k: v / run.n_sum for k, v in run.sums.items()}
+        avg["lr"] = run.opt.param_groups[0]["lr"]
+        avg["sec_per_step"] = (now - run.t_last) / run.n_sum
+        run.logger.log(run.step, avg)
+        run.sums, run.n_sum, run.t_last = {}, 0, now
+
+
+def _validate_if_due(run: _Run) -> None:
+    """Every ``eval.every`` steps: score the held-out pairs, log, and keep the best weights."""
+    e = run.conf["eval"]
+    if run.val is not None and e["every"] and run.step % int(e["every"]) == 0 and run.main:
+        scores = validate(run.model, run.val, e)
+        run.logger.log(run.step, scores, prefix="val")
+        if run.best is None or scores["score"] > run.best:
+            run.best = scores["score"]
+            save_weights(run.model, run.run_dir / "best_model.pt", step=run.step, run=run.conf["name"], score=run.best)
+        run.model.train()
+
+
+def _agree_to_stop(run: _Run) -> bool:
+    """Whether a stop signal arrived, on any rank: every rank stops at the same step."""
+    stopping = run.stop.flag
+    if run.world > 1:
+        flag = torch.tensor([float(stopping)], device=run.device)
+        dist.all_reduce(flag)
+        stopping = bool(flag.item() > 0)
+    return stopping
+
+
+def _checkpoint_if_due(run: _Run) -> bool:
+    """Save when a checkpoint is due (steps or minutes) or the run stops; True when it stops."""
+    t = run.conf["train"]
+    stopping = _agree_to_stop(run)
+    due = run.step % int(t["checkpoint_every"]) == 0 or run.step == int(t["steps"])
+    due |= bool(t["checkpoint_minutes"]) and time.time() - run.t_saved > 60.0 * float(t["checkpoint_minutes"])
+    if run.main and (stopping or due):
+        save_checkpoint(run.run_dir, run.model, run.opt, run.sched, run.step, run.conf, run.best)
+        run.last_saved, run.t_saved = run.step, time.time()
+    if stopping and run.main:
+        print(f"\nstopped at step {run.step}; checkpoint saved in {run.run_dir}", file=sys.stderr)
+    return stopping
+
+
+def _save_before_failing(run: _Run) -> None:
+    """Keep the steps done before a crash or a second Ctrl-C, from the RNG state they left."""
+    # Twice: a signal handler that raises (the DataLoader's SIGCHLD one, when a worker died)
+    # can fire inside the first attempt; a failed write leaves no temporary behind.
+    for _ in range(2):
+        try:
+            save_checkpoint(run.run_dir, run.model, run.opt, run.sched, run.step, run.conf, run.best, run.rng_before)
+            print(f"\nsaved step {run.step} in {run.run_dir} before failing", file=sys.stderr)
+            break
+        except Exception:
+            continue
+
+
+def _close(run: _Run, threads_before: int, ds: PairDataset) -> None:
+    """However the run ended: restore signals and threads, close the outputs, leave the process group."""
+    run.stop.restore()
+    torch.set_num_threads(threads_before)
+    if run.bar is not None:
+        run.bar.close()
+    if run.logger is not None:
+        run.logger.close()
+    skipped = getattr(ds.source, "skipped", 0)
+    if run.main and skipped:
+        print(f"{skipped} unusable frames were skipped (in the main process)", file=sys.stderr)
+    if run.world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict:
     """Run (or continue) training; returns {"step", "last" (terms of the last step), "run_dir"}."""
     rank, world, device = setup_distributed(conf)
@@ -545,139 +761,39 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     task = make_task(conf)
     ds, loader, val = build_data(conf, task.channels, int(resume["step"]) if resume else 0, rank, world)
     if main:  # only once the data is known to be usable: a typo leaves no empty run behind
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stale = remove_temporaries(run_dir)  # left by a kill during a checkpoint write
-        if stale:
-            print(f"removed {len(stale)} unfinished checkpoint temporaries from {run_dir}", file=sys.stderr)
-        sync_model_file(run_dir, resume)  # a kill between checkpoint.pt and model.pt: catch up
-        with open(run_dir / "config.yaml", "w") as f:
-            yaml.safe_dump(conf, f, sort_keys=False)
-
-    torch.manual_seed(int(conf["seed"]) + rank)
-    np.random.seed(int(conf["seed"]) + rank)
-    random.seed(int(conf["seed"]) + rank)
-    model = build_model(conf["model"]["name"], conf["model"]["conf"])
-    step, best = 0, None
-    if resume is not None:
-        model.load_state_dict(resume["state_dict"])
-        step, best = int(resume["step"]), resume.get("best")
-    model.to(device).train()
-    opt, sched = make_optimizer(model, conf)  # after .to(device): state tensors follow the params
-    if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        # The scheduler's state carries the lr it started with; a ``train.lr`` override on resume
-        # (to continue at a new rate) must win over it, and an unchanged config resumes as before.
-        sched.base_lrs = [float(conf["train"]["lr"])] * len(opt.param_groups)
-        for group, lr in zip(opt.param_groups, sched.base_lrs):
-            group["lr"] = lr * lr_factor(step, conf["train"])
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=task.unused_parameters,
-        )
-
-    logger = Logger(run_dir) if main else None
-    stop = Stop()
-    bar = None
-    if progress and main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=int(t["steps"]), initial=step, dynamic_ncols=True, desc=conf["name"])
-    autocast = use_bf16(t["autocast_bf16"], device, log=main)
-    last: dict[str, float] = {}
-    sums: dict[str, float] = {}
-    n_sum = 0
-    t_last = time.time()
-    last_saved, t_saved = step, time.time()
-    rng_before = None
+        _prepare_run_dir(run_dir, conf, resume)
+    _seed_rngs(int(conf["seed"]) + rank)
+    model, opt, sched = _build_model_and_optimizer(conf, resume, device)
+    step, best = (int(resume["step"]), resume.get("best")) if resume is not None else (0, None)
+    run = _Run(  # Stop() installs the signal handlers; _close restores them
+        conf=conf,
+        run_dir=run_dir,
+        main=main,
+        world=world,
+        device=device,
+        task=task,
+        model=model,
+        net=_wrap_ddp(model, task, device, world),
+        opt=opt,
+        sched=sched,
+        val=val,
+        logger=Logger(run_dir) if main else None,
+        stop=Stop(),
+        bar=_progress_bar(conf, step) if progress and main else None,
+        autocast=use_bf16(t["autocast_bf16"], device, log=main),
+        step=step,
+        best=best,
+        last_saved=step,
+    )
     try:
-        it = iter(loader)
-        if resume is not None:  # last: nothing may draw from the RNGs between here and the step
-            set_rng_state(resume["rng"])
-        while step < int(t["steps"]):
-            stop.deliver()
-            batch = next(it)
-            rng_before = rng_state()  # a crash inside the step saves the state it started from
-            with stop.step():  # signals wait until the step is whole (see Stop)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss, terms = task.loss(net, batch, step)
-                if not torch.isfinite(loss):
-                    terms_now = {k: float(v) for k, v in terms.items()}
-                    raise FloatingPointError(f"non-finite loss at step {step}: {terms_now}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if t["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-                opt.step()
-                sched.step()
-                step += 1
-                rng_before = None  # the step is complete: a later failure saves the current RNG state
-            last = {k: float(v) for k, v in terms.items()}
-            for k, v in last.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_sum += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
-            if main and (step % int(t["log_every"]) == 0 or step == int(t["steps"])):
-                now = time.time()
-                avg = {k: v / n_sum for k, v in sums.items()}
-                avg["lr"] = opt.param_groups[0]["lr"]
-                avg["sec_per_step"] = (now - t_last) / n_sum
-                logger.log(step, avg)
-                sums, n_sum, t_last = {}, 0, now
-            e = conf["eval"]
-            if val is not None and e["every"] and step % int(e["every"]) == 0 and main:
-                scores = validate(model, val, e)
-                logger.log(step, scores, prefix="val")
-                if best is None or scores["score"] > best:
-                    best = scores["score"]
-                    save_weights(model, run_dir / "best_model.pt", step=step, run=conf["name"], score=best)
-                model.train()
-            stopping = stop.flag
-            if world > 1:  # every rank stops at the same step
-                flag = torch.tensor([float(stopping)], device=device)
-                dist.all_reduce(flag)
-                stopping = bool(flag.item() > 0)
-            due = step % int(t["checkpoint_every"]) == 0 or step == int(t["steps"])
-            due |= bool(t["checkpoint_minutes"]) and time.time() - t_saved > 60.0 * float(t["checkpoint_minutes"])
-            if main and (stopping or due):
-                save_checkpoint(run_dir, model, opt, sched, step, conf, best)
-                last_saved, t_saved = step, time.time()
-            if stopping:
-                if main:
-                    print(f"\nstopped at step {step}; checkpoint saved in {run_dir}", file=sys.stderr)
-                break
+        _run_steps(run, loader, resume)
     except BaseException:
-        if main and step != last_saved:  # crashed or killed by a second Ctrl-C: keep what was done
-            # Twice: a signal handler that raises (the DataLoader's SIGCHLD one, when a worker died)
-            # can fire inside the first attempt; a failed write leaves no temporary behind.
-            for _ in range(2):
-                try:
-                    save_checkpoint(run_dir, model, opt, sched, step, conf, best, rng_before)
-                    print(f"\nsaved step {step} in {run_dir} before failing", file=sys.stderr)
-                    break
-                except Exception:
-                    continue
+        if main and run.step != run.last_saved:  # crashed or killed by a second Ctrl-C: keep what was done
+            _save_before_failing(run)
         raise
     finally:
-        stop.restore()
-        torch.set_num_threads(threads_before)
-        if bar is not None:
-            bar.close()
-        if logger is not None:
-            logger.close()
-        skipped = getattr(ds.source, "skipped", 0)
-        if main and skipped:
-            print(f"{skipped} unusable frames were skipped (in the main process)", file=sys.stderr)
-        if world > 1 and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-    return {"step": step, "last": last, "run_dir": run_dir}
+        _close(run, threads_before, ds)
+    return {"step": run.step, "last": run.last, "run_dir": run_dir}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """OpenCV ORB, AKAZE and SIFT behind the ``Extractor`` protocol: weight-free front ends.
 
+A new one is a ``ClassicalExtractor`` subclass that creates its OpenCV detector (here or in its own
+file) plus one line in ``registry.FRONT_ENDS``; ``backends.make_extractor`` builds it by name.
+
 They serve as baselines (evaluation, benches) and as the node's ``model:=orb`` front end for
 odometry and tracks where no trained weights exist (random-weight networks do not track). All go
 through the project's own matcher, so descriptors become L2-normalised float vectors: binary ones
@@ -18,8 +21,7 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends.extractor import numpy_to_features
-
-CLASSICAL = ("orb", "akaze", "sift")
+from goodpoint_ros.registry import front_end
 
 # The one ORB configuration of the project (node, bag tool, VO bench, evaluation). Its product use
 # is frame-to-frame tracking and odometry, where consecutive frames barely change scale: two
@@ -54,35 +56,29 @@ def unpack_binary(desc: np.ndarray) -> np.ndarray:
 class ClassicalExtractor:
     """An OpenCV detector/descriptor as an ``Extractor`` (CPU tensors out, numpy inside).
 
-    ``max_keypoints`` is the shared budget: ORB and SIFT are asked for it, AKAZE (which has no
-    count parameter) runs with a low threshold and keeps the strongest responses. Options meant
+    ``max_keypoints`` is the shared budget: a subclass's ``create`` receives it. Options meant
     for the learned backends (precision, fp16, providers, ...) do not apply and are ignored.
     """
 
+    name = ""  # the registry name of the subclass
+    binary = False  # OpenCV returns packed bits (unpacked to +-1 / sqrt(bits) here)
     detection_keys = ("max_keypoints",)
 
-    def __init__(self, name: str, max_keypoints: int = 1000, **_backend_options: Any) -> None:
-        name = name.lower()
-        if name not in CLASSICAL:
-            raise ValueError(f"unknown OpenCV method '{name}' (use one of {CLASSICAL})")
-        self.name = name
+    def __init__(self, max_keypoints: int = 1000, **_backend_options: Any) -> None:
         self.device = torch.device("cpu")
-        self.binary = name in ("orb", "akaze")
+        self.descriptor_dim = front_end(self.name).descriptor_dim  # also what an empty frame has
         self.max_keypoints = 0
         self.set_detection(max_keypoints=max_keypoints)
+
+    def create(self, max_keypoints: int) -> Any:
+        """The OpenCV ``Feature2D`` for this budget."""
+        raise NotImplementedError
 
     def set_detection(self, max_keypoints: int | None = None, **_: Any) -> None:
         if max_keypoints is None or int(max_keypoints) == self.max_keypoints:
             return
         self.max_keypoints = int(max_keypoints)
-        if self.name == "orb":
-            self.detector = cv2.ORB_create(nfeatures=self.max_keypoints, **ORB_SETTINGS)
-        elif self.name == "akaze":
-            if not hasattr(cv2, "AKAZE_create"):
-                raise ValueError("this OpenCV build has no AKAZE (OpenCV 5 moved it to contrib; pin opencv 4.x)")
-            self.detector = cv2.AKAZE_create(threshold=1e-4)
-        else:
-            self.detector = cv2.SIFT_create(nfeatures=self.max_keypoints)
+        self.detector = self.create(self.max_keypoints)
 
     def detect_and_compute(self, image: np.ndarray) -> tuple[list, np.ndarray | None]:
         """OpenCV's own keypoints and raw descriptors (for benches that time OpenCV matching)."""
@@ -99,7 +95,7 @@ class ClassicalExtractor:
         pts = np.array([k.pt for k in kps[:n]], dtype=np.float32).reshape(n, 2)
         scores = np.array([k.response for k in kps[:n]], dtype=np.float32)
         if n == 0:
-            d = np.zeros((0, 256 if self.binary else 128), np.float32)
+            d = np.zeros((0, self.descriptor_dim), np.float32)
         elif self.binary:
             d = unpack_binary(desc)
         else:
@@ -112,3 +108,28 @@ class ClassicalExtractor:
 
     def extract_many(self, images: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         return [self.extract(im) for im in images]
+
+
+class ORB(ClassicalExtractor):
+    name, binary = "orb", True
+
+    def create(self, max_keypoints: int) -> Any:
+        return cv2.ORB_create(nfeatures=max_keypoints, **ORB_SETTINGS)
+
+
+class AKAZE(ClassicalExtractor):
+    """AKAZE has no count parameter: it runs with a low threshold and keeps the strongest responses."""
+
+    name, binary = "akaze", True
+
+    def create(self, max_keypoints: int) -> Any:
+        if not hasattr(cv2, "AKAZE_create"):
+            raise ValueError("this OpenCV build has no AKAZE (OpenCV 5 moved it to contrib; pin opencv 4.x)")
+        return cv2.AKAZE_create(threshold=1e-4)
+
+
+class SIFT(ClassicalExtractor):
+    name = "sift"
+
+    def create(self, max_keypoints: int) -> Any:
+        return cv2.SIFT_create(nfeatures=max_keypoints)

@@ -23,14 +23,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from goodpoint_ros.backends import make_extractor
-from goodpoint_ros.io.cloud_layout import build_cloud, keypoints_array, matches_array
+from goodpoint_ros.io.cloud_layout import build_cloud, frame_records, stamp_of
 from goodpoint_ros.io.image_codec import ImageDecodeError, decode_image
-from goodpoint_ros.params import DEFAULTS  # the node's parameter table: one source of defaults
-from goodpoint_ros.vo.pipeline import FramePipeline, MatchSettings
+from goodpoint_ros.settings import (
+    EXTRACTOR_KEYS,
+    MATCH_KEYS,
+    ExtractorSettings,
+    PipelineSettings,
+    add_arguments,
+    params_from_args,
+)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SKIP_REASONS = ("undecodable", "malformed", "unreadable")  # image decode, deserialize, bag read
@@ -41,33 +47,24 @@ class BagToolError(RuntimeError):
     """A bag that cannot be read or written as asked (missing topic, wrong type, existing output)."""
 
 
+# The node's parameters this tool takes, as flags named after them (settings.add_arguments).
+# Offline there is no camera_info: tracks, odometry and essential-matrix checks need it.
+FLAG_KEYS = (*EXTRACTOR_KEYS, *MATCH_KEYS, "max_pixels")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="goodpoint-bag", description=__doc__.split("\n\n")[0])
     ap.add_argument("input", help="input ROS 2 bag folder (sqlite3 or mcap) or a .mcap/.db3 file")
     ap.add_argument("output", help="output bag folder (mcap); must not exist unless --overwrite")
     ap.add_argument("--topic", required=True, help="image topic (sensor_msgs/Image or CompressedImage)")
-    ap.add_argument("--model", default=DEFAULTS["model"], help="goodpoint | goodpoint_small | mdnet | mdnet_small")
-    ap.add_argument("--weights", default=DEFAULTS["weights"], help="default | random | path to a checkpoint")
-    ap.add_argument("--backend", default=DEFAULTS["backend"])
-    ap.add_argument("--device", default=DEFAULTS["device"])
-    ap.add_argument("--max-keypoints", type=int, default=DEFAULTS["max_keypoints"])
-    ap.add_argument("--match-ratio", type=float, default=DEFAULTS["match_ratio"], help=">= 1 disables the ratio test")
-    ap.add_argument("--match-max-distance", type=float, default=DEFAULTS["match_max_distance"], help="<= 0 disables it")
-    ap.add_argument(
-        "--verification", default=DEFAULTS["verification_method"], choices=["homography", "fundamental", "none"]
-    )
-    ap.add_argument(
-        "--threshold", type=float, default=DEFAULTS["verification_threshold"], help="RANSAC inlier threshold in pixels"
+    add_arguments(
+        ap,
+        FLAG_KEYS,
+        aliases={"verification_method": ["--verification"], "verification_threshold": ["--threshold"]},
     )
     ap.add_argument("--prefix", default="/goodpoint_extractor", help="namespace of the output topics")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many frames (0: all)")
     ap.add_argument("--overwrite", action="store_true", help="replace the output bag if it exists")
-    ap.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULTS["max_pixels"],
-        help="skip images whose header declares more pixels, before decoding (0: no limit)",
-    )
     return ap.parse_args(argv)
 
 
@@ -159,10 +156,37 @@ def _typestore():
     return get_typestore(Stores.ROS2_HUMBLE)  # the standard messages used here are the same in later distros
 
 
+def _image_connections(reader, src: Path, topic: str) -> list:
+    """The bag's connections on ``topic``; BagToolError when it is missing or holds no images."""
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        topics = sorted({c.topic for c in reader.connections})
+        raise BagToolError(f"{src}: no topic '{topic}' (topics: {', '.join(topics)})")
+    if conns[0].msgtype not in IMAGE_TYPES:
+        raise BagToolError(f"'{topic}' holds {conns[0].msgtype}, expected one of {IMAGE_TYPES}")
+    return conns
+
+
+def _frames(reader, conns, stats: dict, max_pixels: int | None) -> Iterator[tuple[int, Any, np.ndarray]]:
+    """(bag time, header, decoded image) of every readable frame; the others are counted."""
+    for conn, timestamp, raw in _messages(reader, conns, stats):
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp_of(msg.header)
+        except Exception as e:  # cut short or garbled: rosbags raises several types
+            _skip(stats, "malformed", timestamp, e)
+            continue
+        try:
+            image = decode_image(msg, max_pixels=max_pixels)
+        except ImageDecodeError as e:
+            _skip(stats, "undecodable", timestamp, e)
+            continue
+        yield timestamp, msg.header, image
+
+
 def run(args: argparse.Namespace, stats: dict | None = None) -> dict:
     """Process the bag; returns ``stats`` (see ``new_stats``), filled in as frames are written."""
     from rosbags.highlevel import AnyReader  # rosbags: optional, only this tool needs it
-    from rosbags.rosbag2 import StoragePlugin, Writer
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -171,78 +195,67 @@ def run(args: argparse.Namespace, stats: dict | None = None) -> dict:
         raise BagToolError(f"{dst}: output already exists (choose a new folder, or --overwrite)")
     if dst.resolve() == src.resolve():
         raise BagToolError(f"{dst}: the output would replace the input bag")
-    store = _typestore()
-    PointCloud2 = store.types["sensor_msgs/msg/PointCloud2"]
-    PointField = store.types["sensor_msgs/msg/PointField"]
-    cloud_type = "sensor_msgs/msg/PointCloud2"
-
     stats = new_stats() if stats is None else stats
-    max_pixels = int(args.max_pixels) or None
     t0 = time.perf_counter()
-
-    def cloud(rec: np.ndarray, header) -> bytes:
-        data = np.frombuffer(np.ascontiguousarray(rec).tobytes(), dtype=np.uint8)
-        return store.serialize_cdr(build_cloud(rec, header, PointCloud2, PointField, data=data), cloud_type)
-
+    store = _typestore()
     try:
         reader = AnyReader([src], default_typestore=store)
         reader.open()
     except Exception as e:
         raise BagToolError(f"{src}: not a readable ROS 2 bag ({type(e).__name__}: {e})") from None
     try:
-        conns = [c for c in reader.connections if c.topic == args.topic]
-        if not conns:
-            topics = sorted({c.topic for c in reader.connections})
-            raise BagToolError(f"{src}: no topic '{args.topic}' (topics: {', '.join(topics)})")
-        if conns[0].msgtype not in IMAGE_TYPES:
-            raise BagToolError(f"'{args.topic}' holds {conns[0].msgtype}, expected one of {IMAGE_TYPES}")
-        extractor = make_extractor(args.backend, args.model, args.weights, args.device, None)
-        extractor.set_detection(max_keypoints=int(args.max_keypoints))
-        match = MatchSettings(args.match_ratio, args.match_max_distance, args.verification, args.threshold)
-        pipeline = FramePipeline(extractor, "mono", match, tracks=False, odometry=False)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        partial = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-        if partial.exists():
-            shutil.rmtree(partial)
-        writer = Writer(partial, version=8, storage_plugin=StoragePlugin.MCAP)
-        writer.open()
-        try:
-            w_kp = writer.add_connection(f"{args.prefix}/keypoints", cloud_type, typestore=store)
-            w_m = writer.add_connection(f"{args.prefix}/matches", cloud_type, typestore=store)
-            for conn, timestamp, raw in _messages(reader, conns, stats):
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
-                except Exception as e:  # cut short or garbled: rosbags raises several types
-                    _skip(stats, "malformed", timestamp, e)
-                    continue
-                try:
-                    image = decode_image(msg, max_pixels=max_pixels)
-                except ImageDecodeError as e:
-                    _skip(stats, "undecodable", timestamp, e)
-                    continue
-                r = pipeline.step([image], stamp)
-                f = r.features
-                rec = keypoints_array(f["keypoints"], f["scores"], f["descriptors"], f["detector"], r.track_ids)
-                writer.write(w_kp, timestamp, cloud(rec, msg.header))
-                if r.previous_keypoints is not None:
-                    m = r.matches
-                    mrec = matches_array(m, r.previous_keypoints, r.keypoints, r.distances, r.inliers, r.previous_stamp)
-                    writer.write(w_m, timestamp, cloud(mrec, msg.header))
-                    stats["matches"] += len(m)
-                    stats["inliers"] += int(r.inliers.sum())
-                stats["frames"] += 1
-                stats["keypoints"] += len(r.keypoints)
-                if args.limit and stats["frames"] >= args.limit:
-                    break
-        except BaseException:
-            _close_and_place(writer, partial, dst, stats)  # keep the frames done, then fail
-            raise
-        _close_and_place(writer, partial, dst, stats)
+        conns = _image_connections(reader, src, args.topic)
+        p = params_from_args(args, FLAG_KEYS)
+        frontend, _ = ExtractorSettings.from_params(p).build()  # the node's settings path
+        pipeline = PipelineSettings.from_params({**p, "publish_tracks": False, "publish_odometry": False})
+        _write(
+            args,
+            store,
+            pipeline.build(frontend.extractor),
+            _frames(reader, conns, stats, int(args.max_pixels) or None),
+            stats,
+            dst,
+        )
     finally:
         reader.close()
         stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def _write(args: argparse.Namespace, store, pipeline, frames: Iterator, stats: dict, dst: Path) -> None:
+    """Run ``pipeline`` on ``frames`` into a new mcap bag at ``dst`` (written aside, then moved)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    cloud_type = "sensor_msgs/msg/PointCloud2"
+    PointCloud2, PointField = store.types[cloud_type], store.types["sensor_msgs/msg/PointField"]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    if partial.exists():
+        shutil.rmtree(partial)
+    writer = Writer(partial, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    try:
+        outputs = {
+            name: writer.add_connection(f"{args.prefix}/{name}", cloud_type, typestore=store)
+            for name in ("keypoints", "matches")
+        }
+        for timestamp, header, image in frames:
+            r = pipeline.step([image], stamp_of(header))
+            for name, rec in frame_records(r).items():
+                data = np.frombuffer(np.ascontiguousarray(rec).tobytes(), dtype=np.uint8)
+                msg = build_cloud(rec, header, PointCloud2, PointField, data=data)
+                writer.write(outputs[name], timestamp, store.serialize_cdr(msg, cloud_type))
+            if r.previous_keypoints is not None:
+                stats["matches"] += len(r.matches)
+                stats["inliers"] += int(r.inliers.sum())
+            stats["frames"] += 1
+            stats["keypoints"] += len(r.keypoints)
+            if args.limit and stats["frames"] >= args.limit:
+                break
+    except BaseException:
+        _close_and_place(writer, partial, dst, stats)  # keep the frames done, then fail
+        raise
+    _close_and_place(writer, partial, dst, stats)
 
 
 def _close_and_place(writer, partial: Path, dst: Path, stats: dict) -> None:
@@ -280,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"goodpoint-bag: interrupted; {summary(stats)}", file=sys.stderr)
         return 130
-    except (BagToolError, KeyError, ValueError, RuntimeError, OSError) as e:
+    except (BagToolError, KeyError, ValueError, RuntimeError, OSError) as e:  # StartupError: a RuntimeError
         print(f"goodpoint-bag: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         if stats["output"] is not None:
             print(f"goodpoint-bag: kept what was done: {summary(stats)}", file=sys.stderr)

@@ -36,8 +36,8 @@ def _door(target: str, prog: str) -> Callable[[], object]:
     return run
 
 
-extract = _door("goodpoint_ros.cli.match:extract_main", "goodpoint-extract")
-match = _door("goodpoint_ros.cli.match:match_main", "goodpoint-match")
+extract = _door("goodpoint_ros.cli.extract:main", "goodpoint-extract")
+match = _door("goodpoint_ros.cli.match:main", "goodpoint-match")
 export = _door("goodpoint_ros.backends.export:main", "goodpoint-export")
 bag = _door("goodpoint_ros.cli.bag:main", "goodpoint-bag")
 train = _door("goodpoint_ros.training.train:main", "goodpoint-train")

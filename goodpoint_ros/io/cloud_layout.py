@@ -155,6 +155,45 @@ def matches_array(
     return rec
 
 
+def stamp_of(header: Any) -> tuple[int, int]:
+    """(sec, nanosec) of a message header (rclpy or rosbags)."""
+    return int(header.stamp.sec), int(header.stamp.nanosec)
+
+
+def stamp_ns(stamp: tuple[int, int]) -> int:
+    """(sec, nanosec) -> integer nanoseconds."""
+    return int(stamp[0]) * 1_000_000_000 + int(stamp[1])
+
+
+def frame_records(result: Any, right_stamp: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """A ``pipeline.FrameResult`` as the records of each PointCloud2 output it fills, by output
+    name (``keypoints``; ``matches`` once there is a previous frame; stereo: ``right/keypoints``,
+    and ``stereo_matches`` when matching ran, whose ``prev_stamp`` is ``right_stamp``). The node
+    and goodpoint-bag both publish these, so their bytes are the same for the same frame."""
+    f = result.features
+    out = {
+        "keypoints": keypoints_array(
+            f["keypoints"], f["scores"], f["descriptors"], f.get("detector"), result.track_ids, result.keypoint_depth
+        )
+    }
+    if result.previous_keypoints is not None:
+        out["matches"] = matches_array(
+            result.matches, result.previous_keypoints, result.keypoints, result.distances, result.inliers,
+            result.previous_stamp,
+        )  # fmt: skip
+    right = result.right_features
+    if right is not None:
+        out["right/keypoints"] = keypoints_array(
+            right["keypoints"], right["scores"], right["descriptors"], right.get("detector")
+        )
+        if result.stereo_matches is not None:
+            out["stereo_matches"] = matches_array(
+                result.stereo_matches, result.keypoints, right["keypoints"], result.stereo_distances,
+                result.stereo_inliers, right_stamp or result.stamp,
+            )  # fmt: skip
+    return out
+
+
 def to_byte_array(rec: np.ndarray) -> array.array:
     """One copy into ``array.array('B')``: what rclpy's uint8[] setter takes without a per-byte check."""
     out = array.array("B")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from goodpoint_ros import registry
 from goodpoint_ros.models.base import BaseModel, merge_conf
 from goodpoint_ros.models.goodpoint import GoodPoint
 from goodpoint_ros.models.mdnet import MDNet
 
-# The model the node, the CLI and the demo use unless told otherwise: the trained one that runs
-# in real time on a CPU (see the README results).
-DEFAULT_MODEL = "goodpoint_small"
+DEFAULT_MODEL = registry.DEFAULT_MODEL
 
-# name -> (class, preset conf). A preset only changes widths; the code path is the same.
+# name -> (class, preset conf), the networks of ``registry.FRONT_ENDS``. A preset only changes
+# widths; the code path is the same.
 MODELS: dict[str, tuple[type[BaseModel], dict]] = {
-    "goodpoint": (GoodPoint, {}),
-    "goodpoint_small": (GoodPoint, {"channels": [32, 32, 64, 64], "head_channels": 128, "descriptor_dim": 128}),
-    "mdnet": (MDNet, {}),
-    "mdnet_small": (MDNet, {"channels": [16, 16, 32, 32, 64, 64, 64]}),
+    f.name: (f.load(), f.preset) for f in registry.FRONT_ENDS if f.kind == registry.NETWORK
 }
 
 

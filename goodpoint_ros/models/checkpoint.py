@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from goodpoint_ros.errors import one_line
 from goodpoint_ros.models import MODELS, BaseModel, build_model
-from goodpoint_ros.node.startup import one_line
 
 FORMAT = "goodpoint_ros/1"  # weights files: model.pt, best_model.pt, shipped weights
 TRAIN_FORMAT = (

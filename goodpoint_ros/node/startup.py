@@ -10,6 +10,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+from goodpoint_ros import registry
+
 # The API floor of the code, not a tested version: torch.load(weights_only=True) (checkpoint.py)
 # and Tensor.scatter_reduce (matching.py) arrived in torch 1.13. Ubuntu Jammy's python3-torch is
 # 1.8.1, which is why package.xml keeps torch out of rosdep's hands (see the comment there).
@@ -24,17 +26,6 @@ class StartupError(RuntimeError):
         super().__init__(f"parameter '{parameter}': {problem}" if parameter else problem)
         self.parameter = parameter
         self.problem = problem
-
-
-def one_line(err: BaseException | str, limit: int = 300) -> str:
-    """The first line of an error message, without torch's advice to load untrusted files unsafely."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    cut = text.find("Weights only load failed")  # torch then suggests weights_only=False: never do that
-    if cut >= 0:
-        head = text[:cut] + "refused by safe loading: not plain tensor data"
-        text = head + ")" * max(head.count("(") - head.count(")"), 0)
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -90,13 +81,17 @@ def weights_problem(weights: str, model_names: tuple[str, ...] = ()) -> str | No
 
 def precision_problem(precision: str, backend: str) -> str | None:
     """A precision the chosen backend does not run (int8 is onnxruntime's quantised graph)."""
-    if str(precision).lower() == "int8" and str(backend).lower() == "torch":
-        return "int8 runs in the onnxruntime backend (set backend to onnxruntime, or another precision)"
-    return None
+    p = str(precision).lower()
+    if p == "auto" or p in registry.backend(backend).precisions:
+        return None
+    runs = [b.name for b in registry.BACKENDS if p in b.precisions]
+    where = f"the {' or '.join(runs)} backend" if runs else "no backend"
+    return f"{p} runs in {where} (set backend to {' or '.join(runs) or '-'}, or another precision)"
 
 
 def backend_problem(backend: str) -> str | None:
-    """The onnxruntime backend without the onnxruntime package."""
-    if backend in ("onnxruntime", "onnx", "ort") and importlib.util.find_spec("onnxruntime") is None:
-        return f"'{backend}' needs the onnxruntime package (pip install onnxruntime, or onnxruntime-gpu)"
+    """A backend whose optional Python package is not installed (onnxruntime)."""
+    needs = registry.backend(backend).needs
+    if needs and importlib.util.find_spec(needs) is None:
+        return f"'{backend}' needs the {needs} package (pip install {needs}, or {needs}-gpu)"
     return None

@@ -32,18 +32,18 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
-from goodpoint_ros.device import keep_freed_memory, release_freed_memory, resolve_threads
+from goodpoint_ros.device import keep_freed_memory, release_freed_memory
+from goodpoint_ros.errors import one_line
+from goodpoint_ros.io.cloud_layout import build_cloud, frame_records, stamp_ns, stamp_of
 from goodpoint_ros.io.drawing import draw_debug
 from goodpoint_ros.io.image_codec import (
     ImageDecodeError,
@@ -56,19 +56,13 @@ from goodpoint_ros.node.accounting import RateCounter, StampGaps, TimeWindow
 from goodpoint_ros.node.launch_logic import NODE_NAME, apply_fastdds_profile
 from goodpoint_ros.node.startup import (
     StartupError,
-    backend_problem,
-    device_problem,
-    one_line,
-    precision_problem,
-    torch_problem,
-    weights_problem,
 )
 from goodpoint_ros.node.sync import ApproxTimeSync
-from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DYNAMIC, MODEL_CHOICES, PARAMS, TABLE, first_problem
-from goodpoint_ros.ros.conversions import keypoints_to_cloud, matches_to_cloud, numpy_to_image
+from goodpoint_ros.params import DYNAMIC, PARAMS, TABLE, first_problem
+from goodpoint_ros.ros.conversions import numpy_to_image
 from goodpoint_ros.ros.vo import OdometryPublisher
+from goodpoint_ros.settings import ExtractorSettings, PipelineSettings, match_settings
 from goodpoint_ros.vo.odometry import Calibration
-from goodpoint_ros.vo.pipeline import FramePipeline, MatchSettings
 
 try:  # qos_overrides.<topic>.subscription.* parameters (rclpy >= Galactic)
     from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -81,20 +75,6 @@ except ImportError:  # pragma: no cover - Humble
         from rclpy.qos_event import SubscriptionEventCallbacks
     except ImportError:
         SubscriptionEventCallbacks = None
-
-
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def match_settings(p: dict[str, Any]) -> MatchSettings:
-    """The frame-to-frame matching parameters (dynamic: read again for every frame)."""
-    return MatchSettings(
-        float(p["match_ratio"]),
-        float(p["match_max_distance"]),
-        str(p["verification_method"]),
-        float(p["verification_threshold"]),
-    )
 
 
 def descriptor_for(prm: Any) -> ParameterDescriptor:
@@ -125,13 +105,19 @@ class ExtractorNode(Node):
         self._started = time.monotonic()
         super().__init__(NODE_NAME, **kwargs)  # the launch file may rename it
         self.params = p = self._declare_parameters()  # StartupError names a bad one
-        self.extractor = self._make_extractor(p)
-        conf = getattr(getattr(self.extractor, "model", None), "conf", {})  # before any parameter applies:
-        self._model_detection = {k: conf[k] for k in DEFAULT_IF_NEGATIVE if k in conf}  # what -1 restores
-        self._apply_detection(p)
+        self.frontend, threads_note = ExtractorSettings.from_params(p).build()  # the one settings path
+        self.get_logger().info(threads_note)
+        self.extractor = self.frontend.extractor
         self.model_name = str(p["model"])
         self.device_name = str(getattr(self.extractor, "device", p["device"]))
 
+        self._init_state(float(p["diagnostics_window"]))
+        self._create_outputs(p)
+        self._subscribe_inputs(p)
+        self._start(p)
+
+    def _init_state(self, window: float) -> None:
+        """Locks, the keep-latest slot, the frame counters and the /diagnostics windows."""
         self._lock = threading.Lock()  # the input slot and counters
         self._model_lock = threading.Lock()  # parameters and the model's detection config
         self._slot: tuple[Any, float, Calibration] | None = None
@@ -147,7 +133,6 @@ class ExtractorNode(Node):
         self.lost_event = 0  # frames the RMW reported lost (message-lost event), where it reports any
         self.lost_event_support = "n/a"  # yes | unsupported (set per subscription in _subscribe)
         self.gaps: dict[str, StampGaps] = {}  # per input topic: frames missing from the stamps
-        window = float(p["diagnostics_window"])
         self.latencies, self.extract_times = TimeWindow(window), TimeWindow(window)
         self.overheads = TimeWindow(window)  # per frame: in-node latency minus extraction
         self.in_rate, self.out_rate = RateCounter(window), RateCounter(window)
@@ -160,22 +145,23 @@ class ExtractorNode(Node):
         self._warned: dict[str, float] = {}
         self.calib = Calibration()  # replaced whole by camera_info; each frame keeps its own
 
+    def _create_outputs(self, p: dict[str, Any]) -> None:
+        """Every publisher, and the frame pipeline behind them."""
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_kpts = self.create_publisher(PointCloud2, "~/keypoints", out_qos)
-        self.pub_matches = self.create_publisher(PointCloud2, "~/matches", out_qos)
+        # the PointCloud2 outputs, by the names of cloud_layout.frame_records
+        clouds = ("keypoints", "matches") + (
+            ("right/keypoints", "stereo_matches") if p["input_mode"] == "stereo" else ()
+        )
+        self.clouds = {name: self.create_publisher(PointCloud2, f"~/{name}", out_qos) for name in clouds}
         self.pub_debug = self.create_publisher(Image, "~/debug_image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
         self.vo = OdometryPublisher(self, p, out_qos)
         self.mode = p["input_mode"]
-        self.pipeline = FramePipeline(
-            self.extractor, self.mode, match_settings(p), bool(p["publish_tracks"]), bool(p["publish_odometry"]),
-            int(p["vo_min_inliers"]), float(p["vo_ransac_px"]), float(p["vo_min_parallax_px"]),
-            extract_lock=self._model_lock,  # a detection change lands between frames, never during one
-        )  # fmt: skip
-        if self.mode == "stereo":
-            self.pub_right = self.create_publisher(PointCloud2, "~/right/keypoints", out_qos)
-            self.pub_stereo = self.create_publisher(PointCloud2, "~/stereo_matches", out_qos)
+        # extract_lock: a detection change lands between frames, never during one
+        self.pipeline = PipelineSettings.from_params(p).build(self.extractor, extract_lock=self._model_lock)
 
+    def _subscribe_inputs(self, p: dict[str, Any]) -> None:
+        """The image input(s) of the input mode and camera_info."""
         img_type, suffix = (CompressedImage, "/compressed") if p["compressed"] else (Image, "")
         self.sync: ApproxTimeSync | None = None
         self.input_qos: dict[str, str] = {}  # resolved topic -> reliability chosen (log, tests)
@@ -197,6 +183,9 @@ class ExtractorNode(Node):
         self._subscribe(CameraInfo, "camera_info", self._on_info, overridable=False)
         if self.mode == "stereo":
             self._subscribe(CameraInfo, "right/camera_info", self._on_right_info, overridable=False)
+
+    def _start(self, p: dict[str, Any]) -> None:
+        """Parameter callbacks, warm-up, the diagnostics timer and the two worker threads."""
         # Validate in the on-set callback, apply after rclpy stored the values (post-set callback,
         # rclpy >= Iron); on Humble a one-shot timer applies them right after the set call returns.
         self.add_on_set_parameters_callback(self._on_params)
@@ -303,49 +292,6 @@ class ExtractorNode(Node):
             raise StartupError(*bad)
         return values
 
-    def _make_extractor(self, p: dict[str, Any]) -> Any:
-        """The front end for ``p``; every failure becomes one StartupError naming the parameter."""
-        problem = torch_problem()
-        if problem:
-            raise StartupError(None, problem)
-        # after the version check: an old torch is one line, not an ImportError (architecture.md)
-        from goodpoint_ros.backends import make_extractor
-
-        learned = p["model"] not in ("orb", "akaze", "sift")  # classical.CLASSICAL (imports torch)
-        for name, problem in (
-            ("backend", backend_problem(p["backend"]) if learned else None),
-            ("precision", precision_problem(p["precision"], p["backend"]) if learned else None),
-            ("device", device_problem(p["device"], p["backend"]) if learned else None),
-            ("weights", weights_problem(p["weights"], MODEL_CHOICES)),
-        ):
-            if problem:
-                raise StartupError(name, problem)
-        threads, why = resolve_threads(int(p["num_threads"]))
-        torch.set_num_threads(threads)  # process-wide pools: the network's only
-        cv2.setNumThreads(threads)
-        onnx = learned and p["backend"] != "torch"
-        try:
-            extractor = make_extractor(
-                p["backend"], p["model"], p["weights"], p["device"], None, precision=p["precision"],
-                **({"num_threads": threads} if onnx else {}),
-            )  # fmt: skip
-        except Exception as e:  # unreadable weights, the other model's weights, a backend failure
-            blame = "weights" if p["weights"] not in ("default", "random") else "model"
-            blame = "backend" if blame == "model" and p["backend"] != "torch" else blame
-            raise StartupError(blame, one_line(e)) from None
-        self.get_logger().info(f"num_threads {p['num_threads']} -> {threads} ({why})")
-        return extractor
-
-    def _apply_detection(self, p: dict) -> None:
-        """The detection parameters onto the model; a negative value is the model's own default
-        (its checkpoint's), also when set at run time after another value."""
-        keys = self.extractor.detection_keys
-        conf: dict[str, Any] = {"max_keypoints": int(p["max_keypoints"])}
-        for key in DEFAULT_IF_NEGATIVE:
-            value = TABLE[key].type(p[key])
-            conf[key] = value if value >= 0 else self._model_detection.get(key)
-        self.extractor.set_detection(**{k: v for k, v in conf.items() if k in keys and v is not None})
-
     def _on_params(self, params: list) -> SetParametersResult:
         """Validate only: ranges, choices, read-only (rclpy checks the descriptors first; these
         checks hold the same rules wherever rclpy's do not). Nothing is applied here: another
@@ -382,7 +328,7 @@ class ExtractorNode(Node):
         new.update({name: self.get_parameter(name).value for name in DYNAMIC})
         with self._model_lock:  # the worker reads params/model conf under the same lock
             self.params = new
-            self._apply_detection(new)
+            self.frontend.apply(new)
 
     # --- input ------------------------------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
@@ -410,7 +356,7 @@ class ExtractorNode(Node):
             self.arrival_rate.tick(now)
         gaps = self.gaps.get(topic)
         if gaps is not None:
-            gaps.add(stamp_ns(msg.header))
+            gaps.add(stamp_ns(stamp_of(msg.header)))
         try:
             check_message(msg, max_pixels=int(self.params["max_pixels"]) or None, depth=depth)
         except ImageDecodeError as e:
@@ -448,7 +394,7 @@ class ExtractorNode(Node):
 
     def _on_part(self, index: int, msg: Any, topic: str = "") -> None:
         if self._arrived(msg, topic, index, depth=self.mode == "rgbd" and index == 1):
-            self.sync.add(index, stamp_ns(msg.header), msg)
+            self.sync.add(index, stamp_ns(stamp_of(msg.header)), msg)
 
     def _on_set(self, msgs: list) -> None:
         self._store(tuple(msgs))
@@ -532,24 +478,16 @@ class ExtractorNode(Node):
         """One extracted frame: ``FramePipeline.step`` on its features, messages out (stage 2)."""
         main = item[0] if isinstance(item, tuple) else item
         header = main.header
-        stamp = (int(header.stamp.sec), int(header.stamp.nanosec))
         want = self._wanted(p)
-        r = self.pipeline.step(images, stamp, calib, depth, match=match_settings(p), extracted=extracted, **want)
+        r = self.pipeline.step(
+            images, stamp_of(header), calib, depth, match=match_settings(p), extracted=extracted, **want
+        )
         for key, text in r.warnings:
             self._warn(key, text)
-        self.pub_kpts.publish(keypoints_to_cloud(r.features, header, r.track_ids, r.keypoint_depth))
-        if r.previous_keypoints is not None:
-            prev_kp, m = r.previous_keypoints, r.matches
-            self.pub_matches.publish(
-                matches_to_cloud(m, prev_kp, r.keypoints, r.distances, r.inliers, r.previous_stamp, header)
-            )
-        if self.mode == "stereo":
-            rh, rk = item[1].header, r.right_features["keypoints"]
-            self.pub_right.publish(keypoints_to_cloud(r.right_features, rh))
-            rstamp = (int(rh.stamp.sec), int(rh.stamp.nanosec))
-            sm, sd, si = r.stereo_matches, r.stereo_distances, r.stereo_inliers
-            if sm is not None:  # None: no output that needs matching had a subscriber
-                self.pub_stereo.publish(matches_to_cloud(sm, r.keypoints, rk, sd, si, rstamp, header))
+        right_header = item[1].header if self.mode == "stereo" else None
+        for output, rec in frame_records(r, stamp_of(right_header) if right_header else None).items():
+            out_header = right_header if output == "right/keypoints" else header
+            self.clouds[output].publish(build_cloud(rec, out_header, PointCloud2, PointField))
         self.vo.publish(header, r.odometry, r.calibration)
         if p["publish_debug_image"] and self.pub_debug.get_subscription_count() > 0:
             prev_kp = r.previous_keypoints if r.previous_keypoints is not None else np.zeros((0, 2), np.float32)
@@ -574,9 +512,9 @@ class ExtractorNode(Node):
         ~/stereo_matches has a subscriber, or tracks/odometry need it; records the states for
         /diagnostics."""
         debug = bool(p["publish_debug_image"]) and self.pub_debug.get_subscription_count() > 0
-        matches = self.pub_matches.get_subscription_count() > 0 or debug
+        matches = self.clouds["matches"].get_subscription_count() > 0 or debug
         if self.mode == "stereo":
-            matches = matches or self.pub_stereo.get_subscription_count() > 0
+            matches = matches or self.clouds["stereo_matches"].get_subscription_count() > 0
         tracks = self.vo.pub_tracks is not None and self.vo.pub_tracks.get_subscription_count() > 0
         odometry = self.vo.pub_odom is not None and self.vo.pub_odom.get_subscription_count() > 0
         idle = "idle (no subscribers)"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends.extractor import Extractor
+from goodpoint_ros.io.cloud_layout import stamp_ns
 from goodpoint_ros.models.features import to_numpy
 from goodpoint_ros.params import INPUT_MODES, TABLE
 from goodpoint_ros.vo.geometry import same_aspect, verify
@@ -193,29 +194,14 @@ class FramePipeline:
         feats, t_extract = extracted if extracted is not None else self.extract(images)
         cur = to_numpy(feats[0])
         kp = cur["keypoints"]
-        prev, warnings = self._prev, []
-        if prev is not None and stamp == prev[2]:
-            what = "zero" if stamp == (0, 0) else "repeated"
-            warnings.append(("stamps", f"header stamps are {what}: frames are matched in arrival order"))
-        restarted = prev is not None and (stamp < prev[2] or hw != prev[3])
-        if restarted:  # time went back (bag loop) or the camera changed mode: new tracks and trajectory
-            if hw != prev[3]:
-                (h0, w0), (h1, w1) = prev[3], hw
-                warnings.append(("resize", f"image size changed {w0}x{h0} -> {w1}x{h1}: tracks restarted"))
-            self.reset()
-            prev = None
+        prev, warnings, restarted = self._previous(stamp, hw)
         r = FrameResult(stamp, cur, feats[0], np.zeros(0, np.uint32), *empty_matches(), restarted=restarted)
         r.extract_seconds, r.warnings, r.calibration = t_extract, warnings, calib
         if calib_problem:
             warnings.append(("camera_info", calib_problem))
         if depth_problem:
             warnings.append(("depth_size", depth_problem))
-        if not need_matches:
-            self._matching_gap = prev is not None or self._matching_gap
-        elif self._matching_gap:  # the frames without matching started fresh track ids each, so
-            self._matching_gap = False  # the odometry's reference ids are gone: a new trajectory
-            vo.restart()
-            r.resumed = True
+        r.resumed = self._resumes(need_matches, prev is not None)
         if prev is not None and need_matches:
             if ms.method == "essential" and calib.K is None:
                 r.warnings.append(("noK", "essential-matrix verification needs camera_info; matches are unverified"))
@@ -224,21 +210,53 @@ class FramePipeline:
         r.track_ids = self.tracker.update(len(kp), r.matches if r.previous_keypoints is not None else None, r.inliers)
         if depth is not None:
             r.keypoint_depth = sample_depth(depth, kp, images[0].shape[:2])
-        stereo = None
-        if self.mode == "stereo":
-            r.right_features = to_numpy(feats[1])
-        if self.mode == "stereo" and need_matches:
-            right_kp = r.right_features["keypoints"]
-            sm = self._match(feats[0], feats[1], kp, right_kp, ms, calib.K, "fundamental")
-            r.stereo_matches, r.stereo_distances, r.stereo_inliers = sm
-            stereo = (right_kp, sm[0][sm[2]])
+        stereo = self._stereo(r, feats, ms, need_matches) if self.mode == "stereo" else None
         if depth is not None and want_odometry and depth.shape != hw:  # odometry reads depth at keypoint pixels
             depth = cv2.resize(depth, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-        r.odometry = vo.step(_stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry)
+        r.odometry = vo.step(stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry)
         if r.odometry.error:
             r.warnings.append(("vo", f"odometry skipped this frame: {r.odometry.error}"))
         self._prev = (feats[0], kp, stamp, hw)
         return r
+
+    def _previous(self, stamp: tuple[int, int], hw: tuple[int, int]) -> tuple[tuple | None, list, bool]:
+        """The previous frame to match (None after a restart), warnings about the stamps or size,
+        and whether the stream restarted: time went back (a bag loop) or the image size changed."""
+        prev, warnings = self._prev, []
+        if prev is not None and stamp == prev[2]:
+            what = "zero" if stamp == (0, 0) else "repeated"
+            warnings.append(("stamps", f"header stamps are {what}: frames are matched in arrival order"))
+        restarted = prev is not None and (stamp < prev[2] or hw != prev[3])
+        if restarted:  # new tracks and trajectory
+            if hw != prev[3]:
+                (h0, w0), (h1, w1) = prev[3], hw
+                warnings.append(("resize", f"image size changed {w0}x{h0} -> {w1}x{h1}: tracks restarted"))
+            self.reset()
+            prev = None
+        return prev, warnings, restarted
+
+    def _resumes(self, need_matches: bool, has_previous: bool) -> bool:
+        """Whether matching resumes after frames without it: those frames started fresh track ids
+        each, so the odometry's reference ids are gone and a new trajectory starts."""
+        if not need_matches:
+            self._matching_gap = has_previous or self._matching_gap
+            return False
+        if not self._matching_gap:
+            return False
+        self._matching_gap = False
+        self.odometry.restart()
+        return True
+
+    def _stereo(self, r: FrameResult, feats: list, ms: MatchSettings, need_matches: bool) -> tuple | None:
+        """The right image's features into ``r`` and, when matching runs, the left/right matches
+        (always checked against a fundamental matrix); (right keypoints, inlier matches) or None."""
+        r.right_features = to_numpy(feats[1])
+        if not need_matches:
+            return None
+        right_kp = r.right_features["keypoints"]
+        sm = self._match(feats[0], feats[1], r.keypoints, right_kp, ms, r.calibration.K, "fundamental")
+        r.stereo_matches, r.stereo_distances, r.stereo_inliers = sm
+        return right_kp, sm[0][sm[2]]
 
     @staticmethod
     def _match(f0, f1, k0, k1, ms: MatchSettings, K, method: str | None = None):
@@ -262,7 +280,3 @@ def _aligned_depth(depth: np.ndarray | None, hw: tuple[int, int]) -> tuple[np.nd
     if not same_aspect((w, h), (dw, dh)):
         return None, f"{said} (another aspect ratio): depth not used"
     return depth, f"{said}: depth scaled to the image (same aspect ratio; is it registered to colour?)"
-
-
-def _stamp_ns(stamp: tuple[int, int]) -> int:
-    return int(stamp[0]) * 1_000_000_000 + int(stamp[1])

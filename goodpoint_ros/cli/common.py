@@ -1,0 +1,40 @@
+"""What ``goodpoint-extract`` and ``goodpoint-match`` share: the front-end flags (the node's
+parameter names, through ``settings``) and one error line instead of a traceback.
+
+Errors (unreadable image, image above ``--max-pixels``, bad weights, unknown model) print one
+line on stderr and exit with status 2 (argparse's usage errors use 2 as well).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from goodpoint_ros.io.image_files import ImageReadError
+from goodpoint_ros.models.checkpoint import CheckpointError
+from goodpoint_ros.settings import EXTRACTOR_KEYS, ExtractorSettings, add_arguments, params_from_args
+
+FRONT_END_FLAGS = (*EXTRACTOR_KEYS, "max_pixels")
+
+
+def add_front_end_args(parser: argparse.ArgumentParser) -> None:
+    """The node's front-end parameters as flags (``--threshold`` is ``--detection-threshold``)."""
+    add_arguments(parser, FRONT_END_FLAGS, aliases={"detection_threshold": ["--threshold"]})
+
+
+def build_front_end(args: argparse.Namespace) -> Any:
+    """The extractor these flags describe, built the way the node builds it."""
+    frontend, _ = ExtractorSettings.from_params(params_from_args(args, EXTRACTOR_KEYS)).build()
+    return frontend.extractor
+
+
+def run(command: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+    """Run ``command`` and turn any expected failure into one line on stderr and exit code 2."""
+    try:
+        return command(argv)
+    except (ImageReadError, CheckpointError, KeyError, ValueError, RuntimeError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
