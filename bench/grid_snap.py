@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from goodpoint_ros.training.evaluate import generated_pairs  # noqa: E402
+from goodpoint_ros.training.evaluate import homography_pairs, photo_sources  # noqa: E402
 
 from goodpoint_ros.backends import make_extractor  # noqa: E402
 from goodpoint_ros.vo.geometry import warp_points  # noqa: E402
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = make_extractor(model=args.model, weights=args.weights)
     ex.set_detection(max_keypoints=1000, subpixel_radius=args.subpixel_radius)
     cols, errors = [], []
-    for pair in generated_pairs(Path(args.photos), args.pairs, 0, args.max_side):
+    for pair in homography_pairs(photo_sources(Path(args.photos)), args.pairs, 0, args.max_side):
         f0, f1 = ex.extract(pair.image0), ex.extract(pair.image1)
         m, _ = match_mnn(f0["descriptors"], f1["descriptors"])
         k0, k1 = f0["keypoints"].double(), f1["keypoints"].double()

@@ -94,9 +94,9 @@ def test_random_weight_runs_are_reproducible(photo_dir, tmp_path):
 
 
 def test_pairs_at_camera_resolution(photo_dir):
-    from goodpoint_ros.training.evaluate import generated_pairs
+    from goodpoint_ros.training.evaluate import homography_pairs, photo_sources
 
-    pairs = list(generated_pairs(photo_dir, 3, seed=1, max_side=None, size=(320, 240)))
+    pairs = list(homography_pairs(photo_sources(photo_dir), 3, seed=1, max_side=None, size=(320, 240)))
     assert [p.image0.shape[:2] for p in pairs] == [(240, 320)] * 3
     assert all(p.image1.shape == p.image0.shape for p in pairs)
     with pytest.raises(SystemExit):

@@ -204,7 +204,11 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 class BagFrames:
     """Image frames of one topic of a ROS 2 bag; ``topic=None`` picks the only image topic (or the
     one with most messages), ``stride`` keeps every n-th frame, ``max_frames`` caps the count;
-    frames above ``max_pixels`` are skipped (counted) before decoding."""
+    frames above ``max_pixels`` are skipped (counted) before decoding.
+
+    ``span`` = (lo, hi) keeps the messages whose bag time lies in that fraction of the bag's
+    duration: fine-tuning reads (0, 0.8) and ``goodpoint-eval --bag`` holds out (0.8, 1), a time
+    range training never saw. Fewer than ``min_frames`` usable frames is a ``DataError``."""
 
     def __init__(
         self,
@@ -214,6 +218,8 @@ class BagFrames:
         max_frames: int | None = 2000,
         min_size: int = 64,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        span: Sequence[float] = (0.0, 1.0),
+        min_frames: int = 1,
     ) -> None:
         from rosbags.highlevel import AnyReader
 
@@ -233,9 +239,18 @@ class BagFrames:
         self.skips = _SkipCounter(f"bag {self.path} topic {topic}")
         self.frames: list[bytes] = []
         stride = max(1, int(stride))
+        lo, hi = (float(x) for x in span)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise DataError(f"bag span {lo}..{hi}: need 0 <= lo < hi <= 1 (fractions of the bag's duration)")
+        self.stamps: list[int] = []  # bag time (ns) of each kept frame
         with AnyReader([self.path]) as reader:
             conns = [c for c in reader.connections if c.topic == topic]
-            for i, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+            t0, t1 = int(reader.start_time), int(reader.end_time)
+            start, end = t0 + lo * (t1 - t0), t0 + hi * (t1 - t0)
+            in_span = (
+                m for m in reader.messages(connections=conns) if start <= m[1] <= end and (hi == 1.0 or m[1] < end)
+            )
+            for i, (conn, timestamp, raw) in enumerate(in_span):
                 if i % stride:
                     continue
                 if max_frames and len(self.frames) >= int(max_frames):
@@ -258,8 +273,13 @@ class BagFrames:
                     bgr = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
                     data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
                 self.frames.append(data)
-        if not self.frames:
-            raise DataError(f"bag {self.path} topic {topic}: no usable frames ({self.skips.count} skipped)")
+                self.stamps.append(int(timestamp))
+        if len(self.frames) < max(1, int(min_frames)):
+            where = "" if (lo, hi) == (0.0, 1.0) else f" in {lo:g}..{hi:g} of its duration"
+            raise DataError(
+                f"bag {self.path} topic {topic}: {len(self.frames)} usable frames{where}, need at least "
+                f"{max(1, int(min_frames))} ({self.skips.count} skipped)"
+            )
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -335,6 +355,8 @@ def build_source(conf: dict) -> Mixture:
                     max_frames=spec.get("max_frames", 2000),
                     min_size=min_size,
                     max_pixels=max_pixels,
+                    span=spec.get("span", (0.0, 1.0)),
+                    min_frames=spec.get("min_frames", 1),
                 )
             )
         else:

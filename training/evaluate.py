@@ -7,8 +7,14 @@ method gets the same keypoint budget; extraction time is measured per image afte
 MD-Net-like methods (several detector sets) are evaluated with per-set matching (the paper's) and
 with full matching, and the matching time ratio and MMA difference are reported.
 
+``--bag`` evaluates in-domain, on the final ``--holdout`` fraction of a ROS 2 bag's duration (the
+time range fine-tuning, which reads the bag's first 1 - holdout, never saw): the same generated
+pairs, made from the held-out frames instead of photos, and frame-to-frame tracking over that range
+in time order through the node's own per-frame pipeline (``vo.pipeline.FramePipeline``).
+
     goodpoint-eval --photos data/photos/heldout --pairs 20 \
         --methods goodpoint_small mdnet_small:runs/x/best.pt orb akaze sift --output-dir out/eval
+    goodpoint-eval --bag data/bags/lab --holdout 0.2 --methods goodpoint_small:runs/x/best.pt orb
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -33,6 +40,7 @@ from goodpoint_ros.io.image_files import ImageReadError, parse_size, read_image
 from goodpoint_ros.models.checkpoint import shipped_weights
 from goodpoint_ros.registry import NETWORKS, OPENCV_FRONT_ENDS
 from goodpoint_ros.vo.geometry import warp_image
+from goodpoint_ros.vo.pipeline import FramePipeline
 
 from .augment import photometric, sample_homography, warp_mask
 from .metrics import evaluate_pair, summarize
@@ -43,6 +51,9 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
 # Evaluation photos are local files, often wallpapers above 4K, downscaled by ``--max-side`` right
 # after reading: read without a pixel limit (the node, CLI, training and bag tool keep theirs).
 NO_PIXEL_LIMIT = None
+
+# --bag: the fewest held-out frames evaluated (two: one frame-to-frame match for the tracking figures).
+MIN_BAG_FRAMES = 2
 
 
 class EvalError(RuntimeError):
@@ -110,25 +121,30 @@ def hpatches_pairs(root: Path, max_side: int | None, subset: str = "all", limit:
                 return
 
 
-def generated_pairs(
-    folder: Path,
+def _prepare(image: np.ndarray, max_side: int | None, size: tuple[int, int] | None) -> np.ndarray:
+    """An image at the evaluated resolution: fitted to ``size`` or downscaled to ``max_side``."""
+    return _fit(image, size) if size else _scale(image, max_side)[0]
+
+
+# One image a generated pair can start from: its name and how to read it (uint8, RGB or gray).
+Source = tuple[str, Callable[[], np.ndarray]]
+
+
+def homography_pairs(
+    sources: Sequence[Source],
     count: int,
     seed: int,
     max_side: int | None,
     noise: bool = True,
     size: tuple[int, int] | None = None,
 ) -> Iterator[Pair]:
-    """``count`` pairs from the photos in ``folder`` (cycled in sorted order): image 1 is image 0
-    warped by a random homography; both get independent photometric noise. Pair i depends only
-    on (seed, i) and the photo, so results are reproducible. ``size`` (width, height) fits every
-    photo to that resolution first (``_fit``) instead of ``max_side``."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT) if folder.is_dir() else []
-    if not files:
-        raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
+    """``count`` pairs from ``sources`` (cycled in order): image 1 is image 0 warped by a random
+    homography; both get independent photometric noise. Pair i depends only on (seed, i) and the
+    image, so results are reproducible. ``size`` (width, height) fits every image to that
+    resolution first (``_fit``) instead of ``max_side``."""
     for i in range(count):
-        path = files[i % len(files)]
-        im0 = to_uint8(read_image(path, NO_PIXEL_LIMIT))
-        im0 = _fit(im0, size) if size else _scale(im0, max_side)[0]
+        name, load = sources[i % len(sources)]
+        im0 = _prepare(load(), max_side, size)
         h, w = im0.shape[:2]
         rng = np.random.default_rng([seed, i])
         H = sample_homography(h, w, rng)
@@ -136,7 +152,70 @@ def generated_pairs(
         valid1 = warp_mask((h, w), H, (w, h))
         if noise:
             im0, im1 = photometric(im0, rng), photometric(im1, rng)
-        yield Pair(f"{path.name}#{i}", im0, im1, H, valid1)
+        yield Pair(f"{name}#{i}", im0, im1, H, valid1)
+
+
+def _read_photo(path: Path) -> np.ndarray:
+    return to_uint8(read_image(path, NO_PIXEL_LIMIT))
+
+
+def photo_sources(folder: Path) -> list[Source]:
+    """The photos in ``folder``, in sorted order, as ``homography_pairs`` sources."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT) if folder.is_dir() else []
+    if not files:
+        raise EvalError(f"{folder}: no images ({', '.join(IMAGE_EXT)}) found")
+    return [(p.name, partial(_read_photo, p)) for p in files]
+
+
+class HeldOutFrames:
+    """The frames of one image topic of a bag whose bag time lies in its final ``holdout``
+    fraction (``datasets.BagFrames`` with ``span = (1 - holdout, 1)``), in time order.
+
+    ``stride`` keeps every n-th frame of that range and ``max_frames`` (None: all) caps the count,
+    counted from the start of the range. Fewer than ``MIN_BAG_FRAMES`` frames is an ``EvalError``."""
+
+    def __init__(
+        self, path: str | Path, topic: str | None, holdout: float, stride: int = 1, max_frames: int | None = None
+    ) -> None:
+        from .datasets import BagFrames  # a DataError (a RuntimeError) is main's one-line error
+
+        self.holdout, self.span = holdout, (1.0 - holdout, 1.0)
+        try:
+            self.frames = BagFrames(
+                path, topic, stride=stride, max_frames=max_frames, span=self.span, min_frames=MIN_BAG_FRAMES
+            )
+        except ImportError as exc:  # BagFrames imports rosbags when it opens the bag
+            raise EvalError(f"--bag needs the rosbags package ({exc})") from exc
+        self.path, self.topic = Path(path), self.frames.topic
+        self.stamps = list(self.frames.stamps)  # bag time (ns) of each frame
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.frames.load(index)
+
+    def name(self, index: int) -> str:
+        return f"{self.topic}@{self.stamps[index] * 1e-9:.3f}s"
+
+    def pair_sources(self, count: int) -> list[Source]:
+        """Sources for ``count`` generated pairs: every frame (cycled) when there are no more
+        frames than pairs, else ``count`` frames evenly spread over the held-out range."""
+        n = len(self)
+        picks = range(n) if count >= n else np.linspace(0, n - 1, count).round().astype(int).tolist()
+        return [(self.name(i), partial(self.load, i)) for i in picks]
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path),
+            "topic": self.topic,
+            "holdout": self.holdout,
+            "span": list(self.span),
+            "frames": len(self),
+            "first_stamp_ns": self.stamps[0],
+            "last_stamp_ns": self.stamps[-1],
+            "skipped": self.frames.skipped,
+        }
 
 
 # ----------------------------------------------------------------------------- methods
@@ -207,20 +286,84 @@ class Method:
         return feats, (time.perf_counter() - t) * 1e3
 
 
+def track(
+    method: Method, frames: HeldOutFrames, max_side: int | None, size: tuple[int, int] | None
+) -> dict[str, float]:
+    """The held-out frames, in time order, through the node's per-frame pipeline with ``method``'s
+    extractor (mono, default ``MatchSettings``: ratio test, RANSAC verification; no VINS tracks,
+    no odometry). Per frame matched with its predecessor: matches, inliers, inliers / matches (0
+    for a frame without matches: tracking lost). Track length: the number of frames a track id
+    lasts (ids continue only through consecutive inlier matches and are never reused, so these
+    are consecutive frames): the mean over all ids (a keypoint never matched is a track of 1),
+    over the ids that lasted 2 frames or more, and over the ids that ended within the range
+    (absent from its last frame)."""
+    pipe = FramePipeline(method.impl, "mono", tracks=False, odometry=False)
+    kpts, matches, inliers, ratios, ids, times = [], [], [], [], [], []
+    restarts = 0
+    for i, ns in enumerate(frames.stamps):
+        image = _prepare(frames.load(i), max_side, size)
+        t = time.perf_counter()
+        r = pipe.step([image], (ns // 10**9, ns % 10**9))
+        times.append((time.perf_counter() - t) * 1e3)
+        restarts += int(r.restarted)
+        kpts.append(len(r.keypoints))
+        ids.append(np.asarray(r.track_ids))
+        if r.previous_keypoints is not None:
+            m, k = len(r.matches), int(np.count_nonzero(r.inliers))
+            matches.append(m)
+            inliers.append(k)
+            ratios.append(k / m if m else 0.0)
+    track_ids, lengths = np.unique(np.concatenate(ids), return_counts=True)
+    ended = ~np.isin(track_ids, ids[-1])  # not in the last frame: the track ended within the range
+
+    def mean(x) -> float:
+        return float(np.mean(x)) if len(x) else math.nan
+
+    return {
+        "frames": len(frames.stamps),
+        "matched_frames": len(matches),
+        "restarts": restarts,
+        "keypoints": mean(kpts),
+        "matches": mean(matches),
+        "inliers": mean(inliers),
+        "inlier_ratio": mean(ratios),
+        "tracks": int(len(track_ids)),
+        "track_length": mean(lengths),
+        "track_length_2plus": mean(lengths[lengths >= 2]),
+        "track_length_ended": mean(lengths[ended]),
+        "step_ms": float(np.median(times)),
+    }
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # random-weight models are then the same from run to run
     methods = [Method(s, args.max_keypoints, args.backend, args.device, args.threshold) for s in args.methods]
+    bag = None
     if args.hpatches:
         pairs = list(hpatches_pairs(Path(args.hpatches), args.max_side, args.subset, args.pairs))
+    elif args.bag:
+        bag = HeldOutFrames(args.bag, args.topic, args.holdout, args.stride, args.max_frames or None)
+        count = args.pairs or 20
+        pairs = list(
+            homography_pairs(bag.pair_sources(count), count, args.seed, args.max_side, not args.no_noise, args.size)
+        )
     else:
         pairs = list(
-            generated_pairs(Path(args.photos), args.pairs or 20, args.seed, args.max_side, not args.no_noise, args.size)
+            homography_pairs(
+                photo_sources(Path(args.photos)),
+                args.pairs or 20,
+                args.seed,
+                args.max_side,
+                not args.no_noise,
+                args.size,
+            )
         )
     if not pairs:
         raise EvalError("no pairs to evaluate")
     results: dict[str, dict] = {}
+    tracking: dict[str, dict] = {}  # --bag: method spec -> track()
     references: dict[tuple, tuple[str, list[dict]]] = {}  # parity_key -> (spec, features per image)
     for m in methods:
         m.extract(pairs[0].image0)  # warm-up (allocations, one-time kernels) out of the timing
@@ -260,10 +403,17 @@ def evaluate(args: argparse.Namespace) -> dict:
             summ["parity"] = {"reference": ref_label, **mean_parity(ref_feats, feats)}
         results[label] = summ
         print(f"  {label}: {format_row(summ, args)}", flush=True)
-    source = (
-        f"hpatches:{args.hpatches} ({args.subset})" if args.hpatches else f"generated:{args.photos} seed {args.seed}"
-    )
-    return {
+        if bag is not None:
+            tracking[m.spec] = track(m, bag, args.max_side, args.size)
+            print(f"  {m.spec}: tracking {format_tracking(tracking[m.spec])}", flush=True)
+    if args.hpatches:
+        source = f"hpatches:{args.hpatches} ({args.subset})"
+    elif bag is not None:
+        held = f"held-out {bag.span[0]:g}..1 of its duration ({len(bag)} frames)"
+        source = f"bag:{args.bag} {bag.topic}, {held}, seed {args.seed}"
+    else:
+        source = f"generated:{args.photos} seed {args.seed}"
+    report = {
         "source": source,
         "num_pairs": len(pairs),
         "max_keypoints": args.max_keypoints,
@@ -275,6 +425,16 @@ def evaluate(args: argparse.Namespace) -> dict:
         "match_threads": args.match_threads,
         "methods": results,
     }
+    if bag is not None:
+        report["bag"] = bag.describe()
+        report["tracking"] = {
+            "pipeline": "vo.pipeline.FramePipeline mono, default MatchSettings, no VINS tracks/odometry",
+            "track_length": "frames a track id lasts, mean over all ids (track_length), over ids lasting >= 2 "
+            "frames (track_length_2plus) and over ids that ended within the range (track_length_ended)",
+            "inlier_ratio": "mean over frames matched with their predecessor of inliers/matches (0 without matches)",
+            "methods": tracking,
+        }
+    return report
 
 
 def mean_parity(ref: list[dict], other: list[dict]) -> dict[str, float]:
@@ -294,6 +454,13 @@ def format_row(s: dict, args: argparse.Namespace) -> str:
     )
 
 
+def format_tracking(t: dict) -> str:
+    return (
+        f"{t['keypoints']:.0f} kpts, {t['matches']:.0f} matches, inlier ratio {t['inlier_ratio']:.3f}, "
+        f"track length {t['track_length']:.2f}, {t['step_ms']:.1f} ms/frame"
+    )
+
+
 def _fmt(v: float, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -304,7 +471,7 @@ def markdown(report: dict, thresholds: list[float]) -> str:
     head += [f"H-acc@{x:g}" for x in t] + ["Sep@3", "match ms", "extract ms"]
     lines = [
         f"Source: {report['source']}, {report['num_pairs']} pairs, budget {report['max_keypoints']} keypoints, "
-        f"{'size ' + report['size'] if report.get('size') else 'max side ' + str(report['max_side'])}, correct within {report['epsilon']:g} px, coverage r = "
+        f"{_resolution(report)}, correct within {report['epsilon']:g} px, coverage r = "
         f"{report['coverage_radius']:g} px, {report['torch_threads']} torch threads "
         f"({report['match_threads']} while matching).",
         "",
@@ -341,7 +508,38 @@ def markdown(report: dict, thresholds: list[float]) -> str:
                 f"{p['cosine_median']:.4f} (5th percentile {p['cosine_p05']:.4f}), HM(rep,MMA,H)@3 {d_hm:+.3f}, "
                 f"H-acc@3 {d_h:+.2f}"
             )
+    if "tracking" in report:
+        lines += ["", *tracking_markdown(report)]
     return "\n".join(lines) + "\n"
+
+
+def _resolution(report: dict) -> str:
+    if report.get("size"):
+        return "size " + report["size"]
+    return f"max side {report['max_side']}" if report.get("max_side") else "frames at their own size"
+
+
+def tracking_markdown(report: dict) -> list[str]:
+    """The second table of ``--bag``: frame-to-frame tracking over the held-out range."""
+    b = report["bag"]
+    seconds = (b["last_stamp_ns"] - b["first_stamp_ns"]) * 1e-9
+    lines = [
+        f"Tracking over the held-out range: {b['frames']} frames of {b['topic']} ({seconds:.1f} s, the last "
+        f"{b['holdout']:g} of the bag's duration) in time order through the node's FramePipeline (mono, default "
+        "matching and RANSAC verification). Matches, inliers and inlier ratio (inliers / matches, 0 for a frame "
+        "without matches): mean over the frames matched with their predecessor. Track length: frames a track id "
+        "lasts, mean over all ids (a keypoint never matched counts 1) and over the ids lasting 2 frames or more.",
+        "",
+        "| method | frames | kpts | matches | inliers | inlier ratio | tracks | track len (all ids) "
+        "| track len (ids >= 2 frames) | ms/frame |",
+        "|" + "---|" * 10,
+    ]
+    for name, t in report["tracking"]["methods"].items():
+        cells = [name, str(t["frames"]), _fmt(t["keypoints"], 0), _fmt(t["matches"], 1), _fmt(t["inliers"], 1)]
+        cells += [_fmt(t["inlier_ratio"]), str(t["tracks"]), _fmt(t["track_length"], 2)]
+        cells += [_fmt(t["track_length_2plus"], 2), _fmt(t["step_ms"], 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _json_safe(x):
@@ -357,6 +555,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hpatches", help="HPatches-layout folder (sequence folders with 1.ppm..6.ppm, H_1_k)")
     src.add_argument("--photos", help="folder of held-out photos: generated homography pairs")
+    src.add_argument(
+        "--bag",
+        help="ROS 2 bag (sqlite3/mcap): generated pairs from, and frame-to-frame tracking over, the frames in the "
+        "final --holdout of its duration",
+    )
     p.add_argument(
         "--methods",
         nargs="+",
@@ -368,16 +571,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pairs", type=int, default=None, help="number of pairs (generated: default 20; HPatches: all)")
     p.add_argument("--subset", choices=("all", "i", "v"), default="all", help="HPatches: illumination/viewpoint")
+    p.add_argument("--topic", default=None, help="--bag: image topic (default: the only one, or the one with most)")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="--bag: evaluate on this final fraction of the bag's duration (fine-tuning reads the first 1 - holdout)",
+    )
+    p.add_argument("--stride", type=int, default=1, help="--bag: keep every n-th held-out frame")
+    p.add_argument("--max-frames", type=int, default=0, help="--bag: at most this many held-out frames (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homographies and noise")
     p.add_argument("--no-noise", action="store_true", help="generated pairs without photometric noise")
-    p.add_argument("--max-side", type=int, default=640, help="downscale images to this longer side (0: never)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="downscale images to this longer side (0: never; default 640, --bag: frames at their own size)",
+    )
     p.add_argument(
         "--size",
         type=parse_size,
         default=None,
         metavar="WxH",
-        help="generated pairs: fit every photo to exactly this resolution (cover + centre crop), e.g. 640x480; "
-        "overrides --max-side",
+        help="generated pairs and --bag: fit every image to exactly this resolution (cover + centre crop), "
+        "e.g. 640x480; overrides --max-side",
     )
     p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget shared by all methods")
     p.add_argument("--threshold", type=float, default=None, help="override the detection threshold of our models")
@@ -398,6 +615,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         or args.match_repeat <= 0
     ):
         p.error("--max-keypoints, --pairs, --match-threads and --match-repeat must be positive")
+    if not 0.0 < args.holdout < 1.0:
+        p.error("--holdout must lie between 0 and 1 (a fraction of the bag's duration)")
+    if args.stride <= 0 or args.max_frames < 0:
+        p.error("--stride must be positive and --max-frames at least 0")
+    if not args.bag and args.topic:
+        p.error("--topic applies to --bag only")
+    if args.max_side is None:
+        args.max_side = None if args.bag else 640
     if args.epsilon not in args.thresholds:
         args.thresholds = sorted(set(args.thresholds) | {args.epsilon})
     return args

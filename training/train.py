@@ -39,18 +39,19 @@ import yaml
 
 from goodpoint_ros.device import bf16_hardware, keep_freed_memory, resolve_device
 from goodpoint_ros.io.image_codec import DEFAULT_MAX_PIXELS
-from goodpoint_ros.models import MODELS, BaseModel, GoodPoint, MDNet, build_model
+from goodpoint_ros.models import DEFAULT_MODEL, MODELS, BaseModel, GoodPoint, MDNet, build_model
 from goodpoint_ros.models.checkpoint import (
     TRAIN_FORMAT,
     CheckpointError,
     atomic_torch_save,
+    load_model,
     read_checkpoint,
     remove_temporaries,
     save_weights,
     weights_dict,
 )
 
-from . import losses_goodpoint, losses_mdnet
+from . import finetune, losses_goodpoint, losses_mdnet
 from .datasets import DataError, PairDataset, StepSampler, build_source
 from .datasets import main as data_main
 from .validate import validate
@@ -73,7 +74,9 @@ DEFAULTS: dict[str, Any] = {
         "noise": True,
         "homography": {"shift": 14, "perspective": 85, "rotation": 0.08},
     },
-    "model": {"name": "goodpoint", "conf": {}},
+    # init: weights to start from, for fine-tuning: "default" (the shipped weights of model.name),
+    # a shipped model name, or a checkpoint path; null trains from scratch. A resume ignores it.
+    "model": {"name": "goodpoint", "conf": {}, "init": None},
     "loss": {},  # per-model loss settings (see losses_goodpoint.DEFAULT_CONF / losses_mdnet.DEFAULT_CONF)
     "train": {
         "output_dir": "runs",
@@ -557,6 +560,8 @@ def _build_model_and_optimizer(
     model = build_model(conf["model"]["name"], conf["model"]["conf"])
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
+    elif conf["model"].get("init"):  # fine-tuning: the trained weights (and their architecture)
+        model = load_model(conf["model"]["name"], conf["model"]["init"])
     model.to(device).train()
     opt, sched = make_optimizer(model, conf)  # after .to(device): state tensors follow the params
     if resume is not None:
@@ -796,6 +801,18 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     return {"step": run.step, "last": run.last, "run_dir": run_dir}
 
 
+def _bag_config(args: argparse.Namespace) -> dict:
+    """``--from-bag``: the init model's own config, turned into a fine-tune on the bag, then the
+    command line's overrides (``finetune.py``)."""
+    if not 0.0 < args.holdout < 1.0:
+        raise ValueError(f"--holdout {args.holdout}: a fraction between 0 and 1")
+    finetune.check_bag(args.from_bag, args.topic)
+    change = finetune.bag_config(args.from_bag, args.topic, args.init, args.holdout, args.steps, args.stride)
+    conf = merge(load_config(finetune.config_name(change["model"]["name"]), []), change)
+    conf["train"]["lr"] = float(conf["train"]["lr"]) * finetune.LR_FACTOR
+    return merge(conf, parse_overrides(args.overrides))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Train GoodPoint / MD-Net without labels.",
@@ -805,6 +822,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="experiment YAML: a path, or the name of a shipped one (training/configs/*.yaml)")
     ap.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue a run exactly (config from the run)")
     ap.add_argument("--list-topics", metavar="BAG", help="print a ROS 2 bag's topics and exit")
+    bag = ap.add_argument_group("fine-tuning on a bag (training/finetune.py)")
+    bag.add_argument("--from-bag", metavar="BAG", help="fine-tune a shipped model on this ROS 2 bag's frames")
+    bag.add_argument("--topic", help="its image topic (default: the only or busiest one)")
+    bag.add_argument("--init", default=DEFAULT_MODEL, help="shipped model to start from, or a weights path")
+    bag.add_argument("--holdout", type=float, default=0.2, help="final fraction of the bag never trained on")
+    bag.add_argument("--steps", type=int, default=1000, help="fine-tuning steps (default 1000)")
+    bag.add_argument("--stride", type=int, default=2, help="keep every n-th frame (default 2)")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
@@ -818,11 +842,15 @@ def main(argv: list[str] | None = None) -> int:
             resume = read_checkpoint(path, training=True)
             base = merge(DEFAULTS, resume["config"])
             conf = load_config(args.config, args.overrides, base=base)
+        elif args.from_bag:
+            conf = _bag_config(args)
         elif args.config:
             conf = load_config(args.config, args.overrides)
         else:
-            ap.error("give --config (or --resume)")
+            ap.error("give --config, --from-bag or --resume")
         result = train(conf, resume, progress=not args.no_progress)
+        if args.from_bag and int(os.environ.get("RANK", "0")) == 0:
+            print(f"model card: {finetune.write_card(Path(result['run_dir']), conf, result)}")
     except (DataError, CheckpointError, KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
