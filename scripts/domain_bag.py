@@ -7,7 +7,8 @@ The retraining demonstration (docs/retraining.md) needs footage unlike the train
 licence: scikit-image's ``retina`` (a fundus photograph, the domain of the GoodPoint paper's FIRE
 experiment) and ``cell`` (a microscope image), both CC0 and neither among the training photos
 (``data/photos_v2/manifest.csv``); ``field``, a farm field from above drawn here (repetitive rows
-of plants over soil); ``--source PATH`` takes any image file. The camera sweeps the
+of plants over soil); ``--source PATH`` takes any image file. ``--look night`` films it as a cheap
+camera at night: a tenth of the light, high gain, fresh sensor noise in every frame. The camera sweeps the
 image in a raster (left to right, row by row) with a slow roll, zoom and mild perspective, so a
 late time range of the bag shows parts of the image that the early part never showed: holding out
 the end of the bag (``goodpoint-eval --bag``) is a held-out region, not a revisit.
@@ -72,7 +73,16 @@ def crop_field(width: int = 2400, height: int = 1200, seed: int = 0) -> np.ndarr
     return np.clip(cv2.GaussianBlur(image, (3, 3), 0), 0, 255).astype(np.uint8)
 
 
-def write_bag(out: Path, photo: np.ndarray, frames: int, size: tuple[int, int], topic: str) -> None:
+def night(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The frame as a cheap camera sees it at night: a tenth of the light, the gain turned up, so
+    sensor noise (shot + read noise, new every frame) and crushed blacks dominate."""
+    light = frame.astype(np.float32) * 0.1
+    shot = rng.normal(0.0, 1.0, frame.shape).astype(np.float32) * np.sqrt(np.maximum(light, 0.0) * 0.5)
+    read = rng.normal(0.0, 1.5, frame.shape[:2] + (1,)).astype(np.float32)
+    return np.clip((light + shot + read) * 4.0, 0, 255).astype(np.uint8)
+
+
+def write_bag(out: Path, photo: np.ndarray, frames: int, size: tuple[int, int], topic: str, look: str = "day") -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -81,10 +91,12 @@ def write_bag(out: Path, photo: np.ndarray, frames: int, size: tuple[int, int], 
     Header = store.types["std_msgs/msg/Header"]
     Time = store.types["builtin_interfaces/msg/Time"]
     rgb = photo if photo.ndim == 3 else np.repeat(photo[..., None], 3, axis=2)
+    rng = np.random.default_rng(0)
     with Writer(out, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
         conn = writer.add_connection(topic, Image.__msgtype__, typestore=store)
         for i in range(frames):
             frame = warp_image(rgb, sweep_homography(i / max(frames - 1, 1), (rgb.shape[1], rgb.shape[0]), size), size)
+            frame = night(frame, rng) if look == "night" else frame
             ns = 1_700_000_000_000_000_000 + int(i * 1e9 / RATE_HZ)
             msg = Image(
                 header=Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id="camera"),
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=900, help="frames at 30 Hz (default: 30 s)")
     ap.add_argument("--size", type=parse_size, default=(320, 240), help="WxH (default 320x240)")
     ap.add_argument("--topic", default="/camera/image_raw")
+    ap.add_argument("--look", choices=("day", "night"), default="day", help="night: dim, high gain, noisy")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if out.exists():
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         photo = sample_photo(a.source) if a.source in ("retina", "cell") else read_image(a.source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_bag(out, photo, a.frames, a.size, a.topic)
+    write_bag(out, photo, a.frames, a.size, a.topic, a.look)
     print(f"wrote {out}: {a.frames} frames {a.size[0]}x{a.size[1]} of '{a.source}' on {a.topic}")
     return 0
 
