@@ -136,6 +136,39 @@ def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a, b).min(1).values
 
 
+def _matched(
+    f0: dict, f1: dict, per_set: bool, matches: np.ndarray | torch.Tensor | None, repeat: int
+) -> tuple[np.ndarray, float]:
+    """Mx2 match indices (ours, or the external ``matches``) and the fastest of ``repeat`` timed
+    runs of our matcher in ms (0 for external matches)."""
+    if matches is not None:
+        return torch.as_tensor(_np(matches, np.int64)).reshape(-1, 2).cpu().numpy(), 0.0
+    times = []
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        m, _ = match_features(f0, f1, per_set=per_set)
+        times.append(time.perf_counter() - t)
+    return m.cpu().numpy(), min(times) * 1e3
+
+
+def _homography_metrics(
+    p0: np.ndarray,
+    p1: np.ndarray,
+    H: np.ndarray,
+    shape0: tuple[int, int],
+    thresholds: Sequence[float],
+    verify_threshold: float,
+) -> dict[str, float]:
+    """Corner error of the homography RANSAC fits to the matched points, its inliers, and the
+    homography accuracy at each threshold."""
+    H_est, inliers = verify(p0, p1, "homography", verify_threshold) if len(p0) else (None, [])
+    err_c = corner_error(H_est, H, shape0[0], shape0[1])
+    out = {"corner_error": err_c, "num_inliers": float(np.sum(inliers))}
+    for thr in thresholds:
+        out[f"homography_accuracy@{thr:g}px"] = float(err_c <= thr)
+    return out
+
+
 def evaluate_pair(
     feats0: dict,
     feats1: dict,
@@ -188,17 +221,7 @@ def evaluate_pair(
     out["repeatability"] = float(((d01 <= epsilon).sum() + (d10 <= epsilon).sum()) / n_shared) if n_shared else 0.0
 
     # Matching.
-    if matches is None:
-        times = []
-        for _ in range(max(1, match_repeat)):
-            t = time.perf_counter()
-            m, _ = match_features(f0, f1, per_set=per_set)
-            times.append(time.perf_counter() - t)
-        out["match_time_ms"] = min(times) * 1e3
-    else:
-        m = torch.as_tensor(_np(matches, np.int64)).reshape(-1, 2)
-        out["match_time_ms"] = 0.0
-    m = m.cpu().numpy()
+    m, out["match_time_ms"] = _matched(f0, f1, per_set, matches, match_repeat)
     out["num_matches"] = float(len(m))
     err = np.linalg.norm(w0[m[:, 0]] - k1[m[:, 1]], axis=1) if len(m) else np.zeros(0)
     for thr in thresholds:
@@ -219,12 +242,7 @@ def evaluate_pair(
     out["harmonic_mean"] = harmonic_mean([precision, out["repeatability"], out["coverage"]])
 
     # Homography estimation from the matches.
-    H_est, inliers = verify(k0[m[:, 0]], k1[m[:, 1]], "homography", verify_threshold) if len(m) else (None, [])
-    err_c = corner_error(H_est, H, shape0[0], shape0[1])
-    out["corner_error"] = err_c
-    out["num_inliers"] = float(np.sum(inliers))
-    for thr in thresholds:
-        out[f"homography_accuracy@{thr:g}px"] = float(err_c <= thr)
+    out.update(_homography_metrics(k0[m[:, 0]], k1[m[:, 1]], H, shape0, thresholds, verify_threshold))
 
     # MD-Net separability (NaN for single-set detectors).
     seps = [separability(f["keypoints"], f["detector"], sep_px) for f in (f0, f1)]
