@@ -233,7 +233,7 @@ def check_int8_parity(model: torch.nn.Module, onnx_path: str | Path, height: int
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="goodpoint-export", description=__doc__.splitlines()[0])
     p.add_argument("output", help="output file, e.g. goodpoint_small_320x240.onnx")
     p.add_argument("--model", required=True, choices=sorted(MODELS))
@@ -260,9 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="--int8: convs kept fp32: 'first,last' (default), 'first', 'last' or 'none'",
     )
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     conf = {
         k: v
         for k, v in (
@@ -287,15 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.no_check:
         return 0
-    if args.int8:
-        h, w = (-(-v // 8) * 8 for v in (args.height, args.width)) if args.dynamic else (args.height, args.width)
-        r = check_int8_parity(model, path, h, w)
-        print(
-            f"int8 vs torch fp32 {h}x{w}: keypoints within 1 px {r['overlap']:.3f} "
-            f"(int8 {r['keypoints_other']}, fp32 {r['keypoints_ref']}), descriptor cosine median "
-            f"{r['cosine_median']:.4f} p05 {r['cosine_p05']:.4f} -> {'OK' if r['ok'] else 'FAIL'}"
-        )
-        return 0 if r["ok"] else 1
+    return _check_int8(model, path, args) if args.int8 else _check_fp32(model, path, args)
+
+
+def _check_int8(model: torch.nn.Module, path: Path, args: argparse.Namespace) -> int:
+    """The int8 graph against torch fp32 at the export size: keypoint overlap and descriptor cosine."""
+    h, w = (-(-v // 8) * 8 for v in (args.height, args.width)) if args.dynamic else (args.height, args.width)
+    r = check_int8_parity(model, path, h, w)
+    print(
+        f"int8 vs torch fp32 {h}x{w}: keypoints within 1 px {r['overlap']:.3f} "
+        f"(int8 {r['keypoints_other']}, fp32 {r['keypoints_ref']}), descriptor cosine median "
+        f"{r['cosine_median']:.4f} p05 {r['cosine_p05']:.4f} -> {'OK' if r['ok'] else 'FAIL'}"
+    )
+    return 0 if r["ok"] else 1
+
+
+def _check_fp32(model: torch.nn.Module, path: Path, args: argparse.Namespace) -> int:
+    """The fp32 graph against torch at the export size (and 640x480 for a dynamic graph)."""
     sizes = [(args.height, args.width)]
     if args.dynamic:
         m = max(model.pad_to, 8)
