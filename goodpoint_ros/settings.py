@@ -24,7 +24,7 @@ from goodpoint_ros.node.startup import (
     torch_problem,
     weights_problem,
 )
-from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DEFAULTS, TABLE
+from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DEFAULTS, TABLE, first_problem
 
 # The parameters each part reads; a tool offers the flags of the parts it runs.
 EXTRACTOR_KEYS = (
@@ -39,17 +39,15 @@ PIPELINE_KEYS = (
 
 
 def _values(p: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """``keys`` from ``p``, the table's default where ``p`` has none, each checked and typed."""
-    out = {}
-    for key in keys:
-        value = p.get(key, DEFAULTS[key])
-        spec = TABLE[key]
-        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        problem = spec.check(value)
-        if problem:
-            raise StartupError(key, problem)
-        out[key] = value
+    """``keys`` from ``p``, the table's default where ``p`` has none, typed (an int given for a
+    float parameter becomes a float) and checked against the table (``StartupError`` if not)."""
+    out = {key: p.get(key, DEFAULTS[key]) for key in keys}
+    for key, value in out.items():
+        if TABLE[key].type is float and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = float(value)
+    bad = first_problem(out)
+    if bad:
+        raise StartupError(*bad)
     return out
 
 

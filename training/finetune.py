@@ -19,8 +19,6 @@ from typing import Any
 
 from goodpoint_ros import registry
 
-from .datasets import bag_topics
-
 MIN_FRAMES = 30  # fewer usable frames in the training range: refused (too little to adapt to)
 LR_FACTOR = 0.2  # of the model's own training rate
 
@@ -50,13 +48,6 @@ def bag_config(bag: str, topic: str | None, init: str, holdout: float, steps: in
 def config_name(model: str) -> str:
     """The model's own training config (``configs/<model>.yaml``), else the generic bag one."""
     return model if (Path(__file__).resolve().parent / "configs" / f"{model}.yaml").is_file() else "goodpoint_bag"
-
-
-def check_bag(bag: str, topic: str | None) -> None:
-    """A missing bag or topic is one line (DataError) before anything else starts."""
-    topics = bag_topics(bag)
-    if topic is not None and topic not in topics:
-        raise KeyError(f"bag {bag} has no topic '{topic}' (topics: {', '.join(topics) or 'none'})")
 
 
 def write_card(run_dir: Path, conf: dict, result: dict[str, Any]) -> Path:

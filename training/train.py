@@ -806,7 +806,6 @@ def _bag_config(args: argparse.Namespace) -> dict:
     command line's overrides (``finetune.py``)."""
     if not 0.0 < args.holdout < 1.0:
         raise ValueError(f"--holdout {args.holdout}: a fraction between 0 and 1")
-    finetune.check_bag(args.from_bag, args.topic)
     change = finetune.bag_config(args.from_bag, args.topic, args.init, args.holdout, args.steps, args.stride)
     conf = merge(load_config(finetune.config_name(change["model"]["name"]), []), change)
     conf["train"]["lr"] = float(conf["train"]["lr"]) * finetune.LR_FACTOR

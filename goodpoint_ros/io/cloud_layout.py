@@ -165,17 +165,22 @@ def stamp_ns(stamp: tuple[int, int]) -> int:
     return int(stamp[0]) * 1_000_000_000 + int(stamp[1])
 
 
+def features_array(
+    feats: dict[str, np.ndarray], track_ids: np.ndarray | None = None, depth: np.ndarray | None = None
+) -> np.ndarray:
+    """``keypoints_array`` of a numpy feature dict (``features.to_numpy``: keypoints, scores,
+    descriptors, optional detector)."""
+    return keypoints_array(
+        feats["keypoints"], feats["scores"], feats["descriptors"], feats.get("detector"), track_ids, depth
+    )
+
+
 def frame_records(result: Any, right_stamp: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """A ``pipeline.FrameResult`` as the records of each PointCloud2 output it fills, by output
     name (``keypoints``; ``matches`` once there is a previous frame; stereo: ``right/keypoints``,
     and ``stereo_matches`` when matching ran, whose ``prev_stamp`` is ``right_stamp``). The node
     and goodpoint-bag both publish these, so their bytes are the same for the same frame."""
-    f = result.features
-    out = {
-        "keypoints": keypoints_array(
-            f["keypoints"], f["scores"], f["descriptors"], f.get("detector"), result.track_ids, result.keypoint_depth
-        )
-    }
+    out = {"keypoints": features_array(result.features, result.track_ids, result.keypoint_depth)}
     if result.previous_keypoints is not None:
         out["matches"] = matches_array(
             result.matches, result.previous_keypoints, result.keypoints, result.distances, result.inliers,

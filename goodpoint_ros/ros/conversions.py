@@ -15,7 +15,7 @@ import numpy as np
 
 from goodpoint_ros.io.cloud_layout import (
     build_cloud,
-    keypoints_array,
+    features_array,
     matches_array,
     read_keypoints,
     read_matches,
@@ -94,10 +94,7 @@ def keypoints_to_cloud(
     """Numpy features (``features.to_numpy``) -> ``~/keypoints`` PointCloud2 (layout in ``layout``)."""
     from sensor_msgs.msg import PointCloud2, PointField
 
-    rec = keypoints_array(
-        feats["keypoints"], feats["scores"], feats["descriptors"], feats.get("detector"), track_ids, depth
-    )
-    return build_cloud(rec, header, PointCloud2, PointField)
+    return build_cloud(features_array(feats, track_ids, depth), header, PointCloud2, PointField)
 
 
 def matches_to_cloud(
