@@ -186,6 +186,7 @@ def make_pair(
     rng: np.random.Generator,
     noise: bool = True,
     homography: dict | None = None,
+    second: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """A training pair from one image: both views warped by their own random homography.
 
@@ -193,6 +194,10 @@ def make_pair(
     around the window fills what the warp pulls in, and the masks mark pixels that come from the
     image. Returns ``image0``, ``image1`` (uint8, same channels as ``image``), ``H`` (float64,
     maps image0 pixels to image1 pixels), ``mask0``, ``mask1`` (bool).
+
+    ``second`` = (frame, G): view 1 is cut from that other frame of the same scene instead, where
+    ``G`` maps ``image`` pixels to ``frame`` pixels (``frame_pairs.frame_homography``); H keeps
+    its meaning, so the loss is unchanged.
     """
     ch, cw = (crop, crop) if isinstance(crop, int) else crop
     h, w = image.shape[:2]
@@ -201,6 +206,12 @@ def make_pair(
     if h < ch or w < cw:  # upscale so that the crop fits
         s = max(ch / h, cw / w)
         image = cv2.resize(image, (math.ceil(w * s), math.ceil(h * s)), interpolation=cv2.INTER_LINEAR)
+        if second is not None:  # the other frame and G in the upscaled pixels too
+            S = np.diag([image.shape[1] / w, image.shape[0] / h, 1.0])
+            second = (
+                cv2.resize(second[0], image.shape[1::-1], interpolation=cv2.INTER_LINEAR),
+                S @ second[1] @ np.linalg.inv(S),
+            )
         h, w = image.shape[:2]
     x0 = int(rng.integers(0, w - cw + 1))
     y0 = int(rng.integers(0, h - ch + 1))
@@ -209,10 +220,11 @@ def make_pair(
     H0 = sample_homography(ch, cw, rng, **kw) @ T
     H1 = sample_homography(ch, cw, rng, **kw) @ T
     size = (cw, ch)
+    other, M1 = (image, H1) if second is None else (second[0], H1 @ np.linalg.inv(second[1]))
     im0 = cv2.warpPerspective(image, H0, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    im1 = cv2.warpPerspective(image, H1, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    im1 = cv2.warpPerspective(other, M1, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mask0 = warp_mask((h, w), H0, size)
-    mask1 = warp_mask((h, w), H1, size)
+    mask1 = warp_mask(other.shape[:2], M1, size)
     if noise:
         im0, im1 = photometric(im0, rng), photometric(im1, rng)
     H = H1 @ np.linalg.inv(H0)

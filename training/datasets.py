@@ -39,6 +39,7 @@ from goodpoint_ros.io.image_codec import (
 from goodpoint_ros.io.image_files import ImageReadError, read_image
 
 from .augment import make_pair
+from .frame_pairs import frame_homography
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -288,6 +289,10 @@ class BagFrames:
     def skipped(self) -> int:
         return self.skips.count
 
+    def neighbour(self, index: int, gap: int) -> int | None:
+        """The frame ``gap`` kept frames after ``index`` (a real pair for ``frame_pairs``), if any."""
+        return index + gap if 0 <= index + gap < len(self.frames) else None
+
     def load(self, index: int) -> np.ndarray | None:
         img = cv2.imdecode(np.frombuffer(self.frames[index], np.uint8), cv2.IMREAD_UNCHANGED)
         if img.ndim == 3:
@@ -314,6 +319,13 @@ class Mixture:
     def load(self, index: int) -> np.ndarray | None:
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.sources[k].load(index - int(self.offsets[k]))
+
+    def neighbour(self, index: int, gap: int) -> int | None:
+        """A later frame of the same recording (never across sources); None for photo folders."""
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        find = getattr(self.sources[k], "neighbour", None)
+        j = find(index - int(self.offsets[k]), gap) if find else None
+        return None if j is None else j + int(self.offsets[k])
 
 
 def build_source(conf: dict) -> Mixture:
@@ -374,6 +386,11 @@ class PairDataset(Dataset):
     one), the photo is first scaled by ``multiscale_view`` with a draw from the sample's own
     generator, then cropped; frames without one are cropped at their own resolution, drawing
     exactly the random numbers they always did.
+
+    Real frame pairs (``frame_pairs`` > 0, recordings only): that fraction of samples cuts view 1
+    from a frame 1..``pair_gap`` kept frames later, aligned by ``frame_pairs.frame_homography``;
+    when the source has no later frame or the alignment fails, the sample stays synthetic. With
+    ``frame_pairs`` = 0 no extra random numbers are drawn (old runs resume identically).
     """
 
     def __init__(
@@ -385,8 +402,13 @@ class PairDataset(Dataset):
         noise: bool = True,
         homography: dict | None = None,
         length: int | None = None,
+        frame_pairs: float = 0.0,
+        pair_gap: int = 3,
     ) -> None:
         self.source = source
+        self.frame_pairs = float(frame_pairs)
+        self.pair_gap = max(1, int(pair_gap))
+        self._aligned: dict[tuple[int, int], np.ndarray | None] = {}  # (i, j) -> homography, per worker
         self.crop = int(crop) if np.isscalar(crop) else tuple(int(c) for c in crop)
         self.channels = channels
         self.seed = int(seed)
@@ -409,7 +431,8 @@ class PairDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(i)])
         image = None
         for k in range(64):  # unusable frames: take the next sample's frame (deterministically)
-            image = self.source.load(self._frame_index(int(i) + k * 104729))
+            index = self._frame_index(int(i) + k * 104729)
+            image = self.source.load(index)
             if image is not None:
                 break
         if image is None:
@@ -418,11 +441,9 @@ class PairDataset(Dataset):
         image = np.asarray(image)
         if crop_scale is not None:
             image = multiscale_view(image, self.crop, crop_scale, rng)
-        if self.channels == 1 and image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        elif self.channels == 3 and image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        pair = make_pair(image, self.crop, rng, noise=self.noise, homography=self.homography)
+        image = self._channels(image)
+        second = self._second_frame(index, image, rng) if self.frame_pairs > 0 and crop_scale is None else None
+        pair = make_pair(image, self.crop, rng, noise=self.noise, homography=self.homography, second=second)
 
         def im(x: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(x).float().div_(255.0)
@@ -435,6 +456,31 @@ class PairDataset(Dataset):
             "mask0": torch.from_numpy(pair["mask0"])[None].float(),
             "mask1": torch.from_numpy(pair["mask1"])[None].float(),
         }
+
+    def _channels(self, image: np.ndarray) -> np.ndarray:
+        if self.channels == 1 and image.ndim == 3:
+            return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        if self.channels == 3 and image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return image
+
+    def _second_frame(
+        self, index: int, image: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(later frame, homography image -> it) for a real pair, or None: a synthetic pair."""
+        real, gap = rng.random() < self.frame_pairs, int(rng.integers(1, self.pair_gap + 1))
+        find = getattr(self.source, "neighbour", None)
+        j = find(index, gap) if real and find else None
+        if j is None:
+            return None
+        other = self.source.load(j)
+        if other is None:
+            return None
+        other = self._channels(np.asarray(other))
+        if (index, j) not in self._aligned:
+            self._aligned[(index, j)] = frame_homography(image, other)
+        G = self._aligned[(index, j)]
+        return None if G is None else (other, G)
 
 
 class StepSampler(torch.utils.data.Sampler):

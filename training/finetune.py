@@ -21,6 +21,9 @@ from goodpoint_ros import registry
 
 MIN_FRAMES = 30  # fewer usable frames in the training range: refused (too little to adapt to)
 LR_FACTOR = 0.2  # of the model's own training rate
+# Half the pairs are two real frames of the bag (training/frame_pairs.py): what a tracker meets
+# between frames (fresh noise, drifting particles, blur) rather than one frame warped twice.
+FRAME_PAIRS = 0.5
 
 
 def bag_config(bag: str, topic: str | None, init: str, holdout: float, steps: int, stride: int) -> dict:
@@ -33,7 +36,7 @@ def bag_config(bag: str, topic: str | None, init: str, holdout: float, steps: in
     }  # fmt: skip
     return {
         "name": f"{model}_{Path(bag).name}",
-        "data": {"root": None, "sources": [source], "crop_scale": None},
+        "data": {"root": None, "sources": [source], "crop_scale": None, "frame_pairs": FRAME_PAIRS},
         "model": {"name": model, "init": "default" if init in registry.NETWORKS else init},
         "train": {
             "steps": steps,

@@ -73,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
         "max_pixels": DEFAULT_MAX_PIXELS,  # frames whose header declares more are skipped before decoding
         "noise": True,
         "homography": {"shift": 14, "perspective": 85, "rotation": 0.08},
+        # recordings (bags) only: this fraction of pairs are two real frames 1..pair_gap kept frames
+        # apart, aligned by a homography (training/frame_pairs.py), instead of one frame warped twice
+        "frame_pairs": 0.0,
+        "pair_gap": 3,
     },
     # init: weights to start from, for fine-tuning: "default" (the shipped weights of model.name),
     # a shipped model name, or a checkpoint path; null trains from scratch. A resume ignores it.
@@ -446,7 +450,10 @@ def build_data(conf: dict, channels: int, start_step: int, rank: int, world: int
             source = _Slice(source, 0, len(source) - n_val)
         else:
             held = source  # too few frames to hold any out: validate on other warps of the same
-    ds = PairDataset(source, d["crop"], channels, conf["seed"], d["noise"], d["homography"])
+    ds = PairDataset(
+        source, d["crop"], channels, conf["seed"], d["noise"], d["homography"],
+        frame_pairs=d["frame_pairs"], pair_gap=d["pair_gap"],
+    )  # fmt: skip
     sampler = StepSampler(int(d["batch_size"]), start_step, int(t["steps"]), rank, world)
     workers = int(d["num_workers"])
     loader = torch.utils.data.DataLoader(
@@ -488,6 +495,11 @@ class _Slice:
 
     def load(self, index: int):
         return self.source.load(self.start + index)
+
+    def neighbour(self, index: int, gap: int) -> int | None:
+        find = getattr(self.source, "neighbour", None)
+        j = find(self.start + index, gap) if find else None
+        return j - self.start if j is not None and j < self.stop else None
 
 
 def save_checkpoint(
