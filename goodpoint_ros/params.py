@@ -150,6 +150,18 @@ PARAMS: tuple[Param, ...] = (
         "around each heatmap peak; 0 turns it off, a negative value is the model's default.",
     ),
     Param(
+        "pyramid_min_size",
+        -1,
+        "image pyramid: sqrt(2) levels down to this short side in pixels, 0 = one scale; "
+        "a negative value is the model's default",
+        min=-1,
+        max=4096,
+        doc="Multi-scale extraction (the MD-Net paper's, for both models): the network also runs on the\n"
+        "image scaled by 1/sqrt(2), 1/2, ... while the short side stays at least this many pixels; the\n"
+        "levels' keypoints are merged (a corner found twice is kept once) within max_keypoints. 0 = one\n"
+        "scale; a negative value is the model's default. Torch backend only; costs up to ~2x the network.",
+    ),
+    Param(
         "input_mode",
         "mono",
         "mono (image) | stereo (left/image + right/image) | rgbd (image + depth, 16UC1 mm or 32FC1 m)",

@@ -21,6 +21,7 @@ from goodpoint_ros.node.startup import (
     backend_problem,
     device_problem,
     precision_problem,
+    pyramid_problem,
     torch_problem,
     weights_problem,
 )
@@ -29,7 +30,7 @@ from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DEFAULTS, TABLE, first_pro
 # The parameters each part reads; a tool offers the flags of the parts it runs.
 EXTRACTOR_KEYS = (
     "model", "weights", "backend", "device", "precision", "num_threads",
-    "max_keypoints", "detection_threshold", "nms_radius", "subpixel_radius",
+    "max_keypoints", "detection_threshold", "nms_radius", "subpixel_radius", "pyramid_min_size",
 )  # fmt: skip
 MATCH_KEYS = ("match_ratio", "match_max_distance", "verification_method", "verification_threshold")
 PIPELINE_KEYS = (
@@ -93,6 +94,7 @@ class ExtractorSettings:
             ("precision", precision_problem(v["precision"], v["backend"]) if learned else None),
             ("device", device_problem(v["device"], v["backend"]) if learned else None),
             ("weights", weights_problem(v["weights"], registry.MODEL_NAMES)),
+            ("pyramid_min_size", pyramid_problem(v["pyramid_min_size"], v["backend"]) if learned else None),
         ):
             if problem:
                 return name, problem

@@ -106,7 +106,7 @@ def test_unknown_backend_and_bad_device_raise_clearly():
     with pytest.raises(ValueError, match="unknown device"):
         make_extractor("onnxruntime", "goodpoint_small", "random", device="tpu")
     with pytest.raises(ValueError, match="multi-scale"):
-        make_extractor("onnxruntime", "mdnet_small", "random", "cpu", {"multiscale": True})
+        make_extractor("onnxruntime", "mdnet_small", "random", "cpu", {"pyramid_min_size": 256})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a CUDA GPU; this machine has none")

@@ -219,7 +219,7 @@ def test_mdnet_detectors_each_keep_their_share_and_multiscale_works(photo):
         (f,) = extract_batch(model, [prepare_image(photo, 3)])
     assert sorted(set(f["detector"].tolist())) == [0, 1]
     assert (f["detector"] == 0).sum() == 50 and (f["detector"] == 1).sum() == 50
-    model.set_detection(multiscale=True, pyramid_min_size=100)
+    model.set_detection(pyramid_min_size=100)
     with torch.inference_mode():
         (g,) = extract_batch(model, [prepare_image(photo, 3)])
     assert len(g["keypoints"]) == 100 and g["keypoints"][:, 0].max() < 320

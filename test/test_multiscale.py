@@ -39,3 +39,46 @@ def test_a_blob_found_on_a_pyramid_level_maps_back_to_where_it_is(size: tuple[in
 def test_identity_size_leaves_keypoints_alone() -> None:
     k = torch.tensor([[0.0, 0.0], [10.5, 3.25]])
     assert torch.equal(rescale_keypoints(k, (48, 64), (48, 64)), k)
+
+
+def _level(points: list[tuple[float, float]], scores: list[float], detector: list[int] | None = None) -> dict:
+    n = len(points)
+    return {
+        "keypoints": torch.tensor(points, dtype=torch.float32),
+        "scores": torch.tensor(scores),
+        "descriptors": torch.nn.functional.normalize(torch.rand(n, 8), dim=1),
+        "detector": torch.tensor(detector or [0] * n, dtype=torch.uint8),
+    }
+
+
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_levels_merge_without_duplicates_and_within_the_budget(name: str) -> None:
+    """A corner found on two levels is kept once (the higher score); points of one level never
+    suppress each other here (NMS did that already); the budget is shared per detector set."""
+    from goodpoint_ros.models import build_model
+
+    model = build_model(name)
+    sets = int(model.conf.get("num_detectors", 1))
+    model.set_detection(max_keypoints=2 * sets, pyramid_min_size=256)
+    det = [d % sets for d in range(4)]
+    fine = _level([(10.0, 10.0), (18.0, 10.0), (50.0, 50.0), (90.0, 20.0)], [0.9, 0.8, 0.3, 0.2], det)
+    coarse = _level([(10.5, 11.0), (70.0, 70.0)], [0.95, 0.5], [det[0], det[1]])
+    merged = model.merge_scales([fine, coarse])
+    kept = [tuple(round(v, 1) for v in k.tolist()) for k in merged["keypoints"]]
+    # (10, 10) is the coarse corner again: the better of the two stays; budget 2 per detector set
+    expected = [(10.5, 11.0), (18.0, 10.0)] if sets == 1 else [(10.5, 11.0), (18.0, 10.0), (70.0, 70.0), (50.0, 50.0)]
+    assert kept == expected
+    assert torch.all(merged["scores"][:-1] >= merged["scores"][1:])
+
+
+def test_goodpoint_runs_on_a_pyramid() -> None:
+    from goodpoint_ros.models import build_model
+    from goodpoint_ros.models.features import extract_batch
+
+    model = build_model("goodpoint_small").eval()
+    assert model.pyramid_scales(480, 640) == [1.0]
+    model.set_detection(pyramid_min_size=256, detection_threshold=0.0, max_keypoints=300)
+    assert model.pyramid_scales(480, 640) == pytest.approx([1.0, 2**-0.5])
+    with torch.inference_mode():
+        feats = extract_batch(model, [torch.rand(1, 240, 320)])[0]
+    assert len(feats["keypoints"]) == 300 and feats["keypoints"][:, 0].max() < 320

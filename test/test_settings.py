@@ -94,3 +94,20 @@ def test_node_and_bag_tool_give_the_same_keypoints_and_matches_for_the_same_sett
         assert len(a["matches"]) > 20
         for field in ("matches", "inliers", "distances"):
             np.testing.assert_array_equal(a[field], b[field], err_msg=f"{field} at {s}")
+
+
+def test_pyramid_parameter_reaches_the_model_and_minus_one_restores_it():
+    """pyramid_min_size: N > 0 runs the image pyramid, 0 one scale, -1 the model's own default;
+    the onnxruntime backend (one-scale graph) is refused before anything loads."""
+    from goodpoint_ros.settings import ExtractorSettings
+
+    bad = ExtractorSettings.from_params({"backend": "onnxruntime", "pyramid_min_size": 256}).problems()
+    assert bad is not None and bad[0] == "pyramid_min_size" and "torch" in bad[1]
+    assert ExtractorSettings.from_params({"backend": "onnxruntime", "pyramid_min_size": 0}).problems() is None
+    frontend, _ = ExtractorSettings.from_params(
+        {"model": "goodpoint_small", "pyramid_min_size": 160, "num_threads": 1}
+    ).build()
+    model = frontend.extractor.model
+    assert model.pyramid_scales(480, 640) == pytest.approx([1.0, 2**-0.5, 0.5, 2**-1.5])
+    frontend.apply({"pyramid_min_size": -1})
+    assert model.pyramid_scales(480, 640) == [1.0]

@@ -159,7 +159,7 @@ class OnnxExtractor:
         import onnxruntime as ort  # optional dependency: only this backend needs it
 
         self.model = load_model(model, weights, conf=conf).eval()
-        if self.model.conf.get("multiscale"):
+        if self.model.conf.get("pyramid_min_size", 0) > 0:
             raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
         self.cache = Path(cache) if cache is not None else cache_dir()
         self.providers = resolve_providers(device, providers, self.cache / "trt_engines")
@@ -219,7 +219,7 @@ class OnnxExtractor:
         return self.model.detection_keys
 
     def set_detection(self, **kwargs: Any) -> None:
-        if kwargs.get("multiscale"):
+        if kwargs.get("pyramid_min_size", 0) > 0:
             raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")
         before = {k: self.model.conf[k] for k in GRAPH_KEYS if k in self.model.conf}
         self.model.set_detection(**kwargs)  # validates the keys

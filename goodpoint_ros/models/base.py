@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -62,16 +63,46 @@ class BaseModel(nn.Module):
             self.conf[key] = value
 
     def pyramid_scales(self, height: int, width: int) -> list[float]:
-        """Image scales to run for an image of ``height`` x ``width`` (``features.extract_batch``):
-        one level unless the model detects on a pyramid."""
-        return [1.0]
+        """Image scales to run for an image of ``height`` x ``width`` (``features.extract_batch``).
+
+        One level, unless the config's ``pyramid_min_size`` is positive: then a sqrt(2) pyramid
+        down to that short side (the MD-Net paper's multi-scale extraction, VI.B, uses 256; any
+        model that declares the key gets it)."""
+        if int(self.conf.get("pyramid_min_size", 0)) <= 0:
+            return [1.0]
+        scales, s = [], 1.0
+        while min(height, width) * s >= self.conf["pyramid_min_size"] or not scales:
+            scales.append(s)
+            s /= math.sqrt(2.0)
+        return scales
 
     def merge_scales(self, feats: list[dict]) -> dict:
-        """One image's features from its per-scale features (keypoints already in the original
-        image's pixels); with the single level of ``pyramid_scales``, that level."""
-        if len(feats) != 1:
-            raise ValueError(f"{self.name} detects on one scale; override merge_scales for {len(feats)} levels")
-        return feats[0]
+        """One image's features from its per-level features (keypoints already in the original
+        image's pixels): the best points of each detector set across levels, the budget shared.
+
+        A corner seen on two levels would be kept twice (two descriptors of one point, a wasted
+        slot and an ambiguous match), so a point within the coarser level's NMS radius (in the
+        original pixels) of a higher-scoring point of another level is dropped first."""
+        if len(feats) == 1:
+            return feats[0]
+        allf = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
+        level = torch.cat([torch.full((len(f["scores"]),), i, device=f["scores"].device) for i, f in enumerate(feats)])
+        kpts, scores, det = allf["keypoints"], allf["scores"], allf["detector"]
+        radius = max(float(self.conf.get("nms_radius", 0)), 1.0)
+        coarser = torch.maximum(level[None, :], level[:, None]).float()  # level i has scale 2^(-i/2)
+        near = torch.cdist(kpts, kpts) <= radius * torch.pow(2.0, coarser / 2)
+        beaten = near & (scores[None, :] > scores[:, None]) & (level[None, :] != level[:, None])
+        beaten &= det[None, :] == det[:, None]
+        alive = torch.nonzero(~beaten.any(dim=1)).squeeze(1)
+        sets = int(self.conf.get("num_detectors", 1))
+        per_set = int(self.conf["max_keypoints"]) // sets
+        keep = []
+        for d in range(sets):  # N is small (1-8): a loop over sets, not points
+            idx = alive[det[alive] == d]
+            keep.append(idx[torch.argsort(scores[idx], descending=True)[:per_set]])
+        keep = torch.cat(keep)
+        keep = keep[torch.argsort(scores[keep], descending=True)]
+        return {k: v[keep] for k, v in allf.items()}
 
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
         """Sparse features (one dict per image) from ``forward``'s outputs; ``sizes`` Bx2 (h, w)

@@ -57,8 +57,14 @@ class GoodPoint(BaseModel):
         "nms_radius": 4,
         "remove_borders": 4,
         "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
+        # > 0: a sqrt(2) image pyramid down to this short side (BaseModel.pyramid_scales); 0: one
+        # scale, as in the GoodPoint paper. Borrowed from the MD-Net paper (VI.B) for scale changes.
+        "pyramid_min_size": 0,
     }
-    detection_keys = ("max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius")
+    detection_keys = (
+        "max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius",
+        "pyramid_min_size",
+    )  # fmt: skip
 
     def __init__(self, conf: dict | None = None, **kwargs) -> None:
         super().__init__(conf, **kwargs)

@@ -21,8 +21,6 @@ Deviations, on purpose (the paper's Fig. 2 with the exact layer list is not in t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,8 +43,7 @@ class MDNet(BaseModel):
         "detection_threshold": 0.7,
         "nms_radius": 3,
         "remove_borders": 4,
-        "multiscale": False,
-        "pyramid_min_size": 256,
+        "pyramid_min_size": 0,  # > 0: sqrt(2) pyramid down to this short side (the paper's VI.B: 256)
         "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
     }
     detection_keys = (
@@ -54,7 +51,6 @@ class MDNet(BaseModel):
         "detection_threshold",
         "nms_radius",
         "remove_borders",
-        "multiscale",
         "pyramid_min_size",
         "subpixel_radius",
     )
@@ -89,16 +85,6 @@ class MDNet(BaseModel):
             heat = torch.sigmoid(self.detector(feat.float() ** 2))
         return {"features": feat, "descriptors": F.normalize(feat, dim=1), "heatmaps": heat}
 
-    def pyramid_scales(self, height: int, width: int) -> list[float]:
-        """With ``multiscale``: a sqrt(2) pyramid down to a short side of ``pyramid_min_size``."""
-        if not self.conf["multiscale"]:
-            return [1.0]
-        scales, s = [], 1.0
-        while min(height, width) * s >= self.conf["pyramid_min_size"] or not scales:
-            scales.append(s)
-            s /= math.sqrt(2.0)
-        return scales
-
     def detect(self, dense: dict[str, torch.Tensor], sizes: torch.Tensor, budget_scale: float = 1.0) -> list[dict]:
         c = self.conf
         heat = dense[self.heatmap_key]
@@ -109,15 +95,3 @@ class MDNet(BaseModel):
         desc = desc.view(*kpts.shape[:3], -1)
         detector = torch.arange(n, device=heat.device).view(1, n, 1).expand_as(valid)
         return split_batch(kpts, scores, desc, detector, valid)
-
-    def merge_scales(self, feats: list[dict]) -> dict:
-        """Keep the best M/N points per detector across pyramid levels (paper VI.B)."""
-        allf = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
-        per_det = self.conf["max_keypoints"] // self.conf["num_detectors"]
-        keep = []
-        for d in range(self.conf["num_detectors"]):  # N is small (2-8): a loop over sets
-            idx = torch.nonzero(allf["detector"] == d).squeeze(1)
-            keep.append(idx[torch.argsort(allf["scores"][idx], descending=True)[:per_det]])
-        keep = torch.cat(keep)
-        keep = keep[torch.argsort(allf["scores"][keep], descending=True)]
-        return {k: v[keep] for k, v in allf.items()}

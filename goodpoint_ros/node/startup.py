@@ -89,6 +89,13 @@ def precision_problem(precision: str, backend: str) -> str | None:
     return f"{p} runs in {where} (set backend to {' or '.join(runs) or '-'}, or another precision)"
 
 
+def pyramid_problem(pyramid_min_size: int, backend: str) -> str | None:
+    """An image pyramid asked of a backend whose exported graph runs one scale."""
+    if pyramid_min_size > 0 and registry.backend(backend).name != "torch":
+        return f"backend '{backend}' runs one scale; use backend torch for the image pyramid, or 0"
+    return None
+
+
 def backend_problem(backend: str) -> str | None:
     """A backend whose optional Python package is not installed (onnxruntime)."""
     needs = registry.backend(backend).needs
