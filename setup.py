@@ -32,6 +32,9 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],
+    # goodpoint-eval --multiview (COLMAP reconstructions); the only module importing it is
+    # training/multiview.py. requirements.txt lists it too, so that its test runs in `make test`.
+    extras_require={"eval": ["pycolmap==4.2.1"]},
     zip_safe=False,
     maintainer="goodpoint_ros maintainers",
     maintainer_email="maintainers@goodpoint-ros.dev",

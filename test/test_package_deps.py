@@ -37,7 +37,7 @@ ROSDEP_KEYS = {
     "launch_ros": "launch_ros",
 }
 # imports package.xml deliberately leaves out; its comment must say why (name them)
-OPTIONAL = {"torch", "onnxruntime", "onnx", "tensorboard"}
+OPTIONAL = {"torch", "onnxruntime", "onnx", "tensorboard", "pycolmap"}
 OWN = {"goodpoint_ros", "training"}
 
 

@@ -335,11 +335,17 @@ def track(
     }
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def build_methods(args: argparse.Namespace, specs: Sequence[str]) -> list[Method]:
+    """The ``Method`` of every spec, after setting torch's threads and seed (random-weight models
+    are then the same from run to run)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)  # random-weight models are then the same from run to run
-    methods = [Method(s, args.max_keypoints, args.backend, args.device, args.threshold) for s in args.methods]
+    torch.manual_seed(args.seed)
+    return [Method(s, args.max_keypoints, args.backend, args.device, args.threshold) for s in specs]
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    methods = build_methods(args, args.methods)
     bag = None
     if args.hpatches:
         pairs = list(hpatches_pairs(Path(args.hpatches), args.max_side, args.subset, args.pairs))
@@ -545,6 +551,8 @@ def tracking_markdown(report: dict) -> list[str]:
 def _json_safe(x):
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -559,6 +567,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bag",
         help="ROS 2 bag (sqlite3/mcap): generated pairs from, and frame-to-frame tracking over, the frames in the "
         "final --holdout of its duration",
+    )
+    src.add_argument(
+        "--multiview",
+        help="a folder of photos of one scene, or of such folders: COLMAP reconstructions from each method's "
+        "features (needs pycolmap; methods may include colmap_sift, COLMAP's own SIFT)",
     )
     p.add_argument(
         "--methods",
@@ -581,12 +594,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=1, help="--bag: keep every n-th held-out frame")
     p.add_argument("--max-frames", type=int, default=0, help="--bag: at most this many held-out frames (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homographies and noise")
+    p.add_argument("--seeds", type=int, default=3, help="--multiview: COLMAP runs (seeds --seed..) per set and method")
     p.add_argument("--no-noise", action="store_true", help="generated pairs without photometric noise")
     p.add_argument(
         "--max-side",
         type=int,
         default=None,
-        help="downscale images to this longer side (0: never; default 640, --bag: frames at their own size)",
+        help="downscale images to this longer side (0: never; default 640, --bag and --multiview: images at their "
+        "own size)",
     )
     p.add_argument(
         "--size",
@@ -613,8 +628,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         or (args.pairs is not None and args.pairs <= 0)
         or args.match_threads <= 0
         or args.match_repeat <= 0
+        or args.seeds <= 0
     ):
-        p.error("--max-keypoints, --pairs, --match-threads and --match-repeat must be positive")
+        p.error("--max-keypoints, --pairs, --match-threads, --match-repeat and --seeds must be positive")
     if not 0.0 < args.holdout < 1.0:
         p.error("--holdout must lie between 0 and 1 (a fraction of the bag's duration)")
     if args.stride <= 0 or args.max_frames < 0:
@@ -622,7 +638,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.bag and args.topic:
         p.error("--topic applies to --bag only")
     if args.max_side is None:
-        args.max_side = None if args.bag else 640
+        args.max_side = None if args.bag or args.multiview else 640
     if args.epsilon not in args.thresholds:
         args.thresholds = sorted(set(args.thresholds) | {args.epsilon})
     return args
@@ -631,11 +647,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = evaluate(args)
+        if args.multiview:
+            from . import multiview  # pycolmap, an optional dependency, is imported there only
+
+            report = multiview.evaluate_multiview(args)
+            table = multiview.markdown(report)
+        else:
+            report = evaluate(args)
+            table = markdown(report, args.thresholds)
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
-        table = markdown(report, args.thresholds)
         (out / "results.md").write_text(table)
     except (EvalError, ImageReadError, OSError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
