@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/vo.py                       # table of ATE / RPE, rgbd + stereo + mono
     .venv/bin/python bench/vo.py --write-bag /tmp/room # also write the sequence as a ROS 2 bag (mcap)
+    .venv/bin/python bench/vo.py --methods goodpoint_small,detection_threshold=0 orb --modes mono
 
 The sequence comes from ``synthetic`` (photos on the walls of a box, exact depth and
-poses). Features: learned models through ``backends.make_extractor`` (shipped weights, random with a
-warning if none ship) and ORB (``classical``), all through ``backends.make_extractor``; all matched by ``matching.match_features``
-(mutual nearest neighbour) and fed to ``odometry.VisualOdometry``.
+poses). Features: ``goodpoint-eval``'s method specs (``training.evaluate.Method``: a model with
+optional ``:weights`` and ``,key=value`` detection parameters or precision, or an OpenCV front end),
+all matched by ``matching.match_features`` (mutual nearest neighbour) and fed to
+``odometry.VisualOdometry``.
 
 ATE: RMSE of positions after aligning the estimate to ground truth (SE3 for metric modes, Sim3 for
 mono). RPE: RMSE of the translation (m, after the same scale for mono) and rotation (deg) errors of
@@ -27,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from goodpoint_ros.training.evaluate import Method
 from synthetic import Sequence, camera_info_p, render_sequence
 
-from goodpoint_ros.backends import make_extractor
 from goodpoint_ros.backends.extractor import numpy_to_features
-from goodpoint_ros.models.features import to_numpy
 from goodpoint_ros.vo.matching import match_features
 from goodpoint_ros.vo.odometry import VisualOdometry
 
@@ -68,11 +69,11 @@ def ate_rpe(est: np.ndarray, gt: np.ndarray, sim3: bool) -> tuple[float, float, 
     return ate, rpe_t, rpe_r
 
 
-def feature_fn(method: str, device: str, max_keypoints: int, weights: str = "default"):
-    """image -> numpy feature dict for ``method`` (goodpoint, mdnet, ... or orb)."""
-    ext = make_extractor(model=method, weights=weights, device=device)
-    ext.set_detection(max_keypoints=max_keypoints)
-    return lambda im: to_numpy(ext.extract(im))
+def feature_fn(spec: str, device: str, max_keypoints: int):
+    """image -> numpy feature dict for one ``goodpoint-eval`` method spec (precision: the spec's,
+    fp32 unless it says ``precision=auto``)."""
+    method = Method(spec, max_keypoints, "torch", device, None)
+    return lambda im: method.extract(im)[0]
 
 
 def match(f0: dict, f1: dict, ratio: float | None) -> np.ndarray:
@@ -183,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--baseline", type=float, default=0.3, help="stereo baseline in metres (0: no stereo)")
-    p.add_argument("--methods", default="goodpoint,mdnet,orb")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["goodpoint_small", "mdnet_small", "orb"],
+        help="goodpoint-eval method specs, e.g. goodpoint_small:PATH,detection_threshold=0 orb",
+    )
     p.add_argument("--modes", default="rgbd,stereo,mono")
     p.add_argument("--max-keypoints", type=int, default=1000)
     p.add_argument("--ratio", type=float, default=None, help="Lowe ratio on top of MNN (default: MNN only)")
@@ -191,13 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=5, help="runs per method, each with its own sensor noise")
     p.add_argument("--noise", type=float, default=2.0, help="sensor noise sigma in grey levels (0: none)")
-    p.add_argument(
-        "--weights", action="append", default=[], metavar="MODEL=PATH", help="weights for a model (default: shipped)"
-    )
     p.add_argument("--write-bag", metavar="PATH", help="write the rendered sequence as a ROS 2 bag (mcap) and go on")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    weights = dict(w.split("=", 1) for w in a.weights)
     modes = [m for m in a.modes.split(",") if m and (m != "stereo" or a.baseline > 0)]
     t0 = time.perf_counter()
     seq = render_sequence(a.frames, a.width, a.height, baseline=a.baseline if "stereo" in modes or a.write_bag else 0)
@@ -213,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
     )
     print("|---|---|---|---|---|---|---|---|", flush=True)
-    for method in [m for m in a.methods.split(",") if m]:
-        fn = feature_fn(method, a.device, a.max_keypoints, weights.get(method, "default"))
+    for method in a.methods:
+        fn = feature_fn(method, a.device, a.max_keypoints)
         runs: dict[str, list[dict]] = {mode: [] for mode in modes}
         ms = []
         for run in range(a.runs):

@@ -103,6 +103,29 @@ def test_pairs_at_camera_resolution(photo_dir):
         main(["--photos", str(photo_dir), "--size", "640by480"])
 
 
+def test_zoomed_pairs_change_scale_both_ways(photo_dir):
+    """--zoom: every warp's scale (sqrt of the Jacobian's determinant at the centre) lies in
+    [1/HI, 1/LO] or [LO, HI]; without it the moderate warps stay near 1."""
+    from goodpoint_ros.training.evaluate import homography_pairs, photo_sources
+
+    def scales(**kw) -> np.ndarray:
+        pairs = homography_pairs(photo_sources(photo_dir), 12, seed=3, max_side=None, size=(320, 240), **kw)
+        out = []
+        for p in pairs:
+            c = np.array([160.0, 120.0, 1.0])
+            u = p.H @ c
+            J = (p.H[:2, :2] * u[2] - np.outer(u[:2], p.H[2, :2])) / u[2] ** 2
+            out.append(np.sqrt(abs(np.linalg.det(J))))
+        return np.array(out)
+
+    moderate, zoomed = scales(), scales(zoom_factors=(1.5, 2.5))
+    assert np.all((moderate > 0.8) & (moderate < 1.25))
+    assert np.all(((zoomed > 1.3) & (zoomed < 2.9)) | ((zoomed > 1 / 2.9) & (zoomed < 1 / 1.3)))
+    assert (zoomed > 1).any() and (zoomed < 1).any()
+    with pytest.raises(SystemExit):
+        main(["--photos", str(photo_dir), "--zoom", "0.5", "2"])
+
+
 @pytest.mark.slow
 def test_precision_runs_report_parity_with_the_fp32_run(photo_dir, tmp_path):
     """A model listed at fp32 (torch) and again at another precision: the second gets keypoint

@@ -40,18 +40,24 @@ def test_photometric_keeps_shape_and_variance():
         photometric(im.astype(np.float32), rng)
 
 
-def test_pair_related_by_H():
+@pytest.mark.parametrize("zoom", [None, [1.6, 2.0]], ids=["moderate", "zoomed"])
+def test_pair_related_by_H(zoom):
+    """View 1 is view 0 warped by H (also when data.homography.zoom adds a scale change)."""
     rng = np.random.default_rng(2)
-    pair = make_pair(data.astronaut(), 128, rng, noise=False)
+    homography = {"zoom": zoom} if zoom else None
+    pair = make_pair(data.astronaut(), 128, rng, noise=False, homography=homography)
     H = pair["H"]
     warped = cv2.warpPerspective(pair["image0"], H, (128, 128))
     m0 = cv2.warpPerspective(pair["mask0"].astype(np.uint8), H, (128, 128), flags=cv2.INTER_NEAREST) > 0
     m = cv2.erode((m0 & pair["mask1"]).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    assert m.mean() > 0.3
+    assert m.mean() > (0.3 if zoom is None else 0.1)
     err = np.abs(warped.astype(float) - pair["image1"])[m].mean()
     assert err < 6.0, err
     # the two views are not the same crop
     assert np.abs(pair["image0"].astype(float) - pair["image1"]).mean() > 5
+    u = H @ [64.0, 64.0, 1.0]  # the scale change at the crop's centre: sqrt |det| of H's Jacobian
+    scale = np.sqrt(abs(np.linalg.det((H[:2, :2] * u[2] - np.outer(u[:2], H[2, :2])) / u[2] ** 2)))
+    assert (0.7 < scale < 1.4) if zoom is None else (scale > 1.4 or scale < 1 / 1.4), scale
 
 
 def test_image_folder_skips_bad_files(tmp_path: Path):

@@ -94,6 +94,18 @@ def sample_homography(
     return np.eye(3)
 
 
+def zoom(H: np.ndarray, height: int, width: int, rng: np.random.Generator, factors: tuple[float, float]) -> np.ndarray:
+    """``H`` followed by a zoom about the image centre by a factor drawn log-uniformly from
+    ``factors`` (lo, hi >= 1), in or out with equal odds: the scale changes of multi-view mapping
+    (a landmark seen from twice the distance), which ``sample_homography``'s moderate warps lack."""
+    lo, hi = factors
+    f = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    f = f if rng.random() < 0.5 else 1.0 / f
+    cx, cy = width / 2.0, height / 2.0
+    Z = np.array([[f, 0.0, cx * (1 - f)], [0.0, f, cy * (1 - f)], [0.0, 0.0, 1.0]])
+    return Z @ H
+
+
 # ---------------------------------------------------------------- photometric noise (5.1)
 
 
@@ -198,6 +210,11 @@ def make_pair(
     ``second`` = (frame, G): view 1 is cut from that other frame of the same scene instead, where
     ``G`` maps ``image`` pixels to ``frame`` pixels (``frame_pairs.frame_homography``); H keeps
     its meaning, so the loss is unchanged.
+
+    ``homography`` holds ``sample_homography``'s magnitudes and optionally ``zoom: [lo, hi]``:
+    view 1 is also zoomed in or out by a factor in that range (``zoom``), so the pair holds the
+    scale changes of multi-view mapping. Not in the GoodPoint paper, whose warps keep the scale
+    near 1 (section 5.1).
     """
     ch, cw = (crop, crop) if isinstance(crop, int) else crop
     h, w = image.shape[:2]
@@ -216,9 +233,11 @@ def make_pair(
     x0 = int(rng.integers(0, w - cw + 1))
     y0 = int(rng.integers(0, h - ch + 1))
     T = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], dtype=np.float64)  # image -> crop frame
-    kw = homography or {}
+    kw = dict(homography or {})
+    factors = kw.pop("zoom", None)
     H0 = sample_homography(ch, cw, rng, **kw) @ T
-    H1 = sample_homography(ch, cw, rng, **kw) @ T
+    H1 = sample_homography(ch, cw, rng, **kw)
+    H1 = (zoom(H1, ch, cw, rng, tuple(factors)) if factors else H1) @ T
     size = (cw, ch)
     other, M1 = (image, H1) if second is None else (second[0], H1 @ np.linalg.inv(second[1]))
     im0 = cv2.warpPerspective(image, H0, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -42,7 +42,7 @@ from goodpoint_ros.registry import NETWORKS, OPENCV_FRONT_ENDS
 from goodpoint_ros.vo.geometry import warp_image
 from goodpoint_ros.vo.pipeline import FramePipeline
 
-from .augment import photometric, sample_homography, warp_mask
+from .augment import photometric, sample_homography, warp_mask, zoom
 from .metrics import evaluate_pair, summarize
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
@@ -137,17 +137,21 @@ def homography_pairs(
     max_side: int | None,
     noise: bool = True,
     size: tuple[int, int] | None = None,
+    zoom_factors: tuple[float, float] | None = None,
 ) -> Iterator[Pair]:
     """``count`` pairs from ``sources`` (cycled in order): image 1 is image 0 warped by a random
     homography; both get independent photometric noise. Pair i depends only on (seed, i) and the
     image, so results are reproducible. ``size`` (width, height) fits every image to that
-    resolution first (``_fit``) instead of ``max_side``."""
+    resolution first (``_fit``) instead of ``max_side``. ``zoom_factors`` (lo, hi) adds a zoom in
+    or out by a factor in that range to every warp (``augment.zoom``)."""
     for i in range(count):
         name, load = sources[i % len(sources)]
         im0 = _prepare(load(), max_side, size)
         h, w = im0.shape[:2]
         rng = np.random.default_rng([seed, i])
         H = sample_homography(h, w, rng)
+        if zoom_factors:
+            H = zoom(H, h, w, rng, zoom_factors)
         im1 = warp_image(im0, H, (w, h))
         valid1 = warp_mask((h, w), H, (w, h))
         if noise:
@@ -353,7 +357,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         bag = HeldOutFrames(args.bag, args.topic, args.holdout, args.stride, args.max_frames or None)
         count = args.pairs or 20
         pairs = list(
-            homography_pairs(bag.pair_sources(count), count, args.seed, args.max_side, not args.no_noise, args.size)
+            homography_pairs(
+                bag.pair_sources(count), count, args.seed, args.max_side, not args.no_noise, args.size, args.zoom
+            )
         )
     else:
         pairs = list(
@@ -364,6 +370,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                 args.max_side,
                 not args.no_noise,
                 args.size,
+                args.zoom,
             )
         )
     if not pairs:
@@ -425,6 +432,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "max_keypoints": args.max_keypoints,
         "max_side": args.max_side,
         "size": f"{args.size[0]}x{args.size[1]}" if getattr(args, "size", None) else None,
+        "zoom": list(args.zoom) if getattr(args, "zoom", None) else None,
         "epsilon": args.epsilon,
         "coverage_radius": args.coverage_radius,
         "torch_threads": torch.get_num_threads(),
@@ -471,13 +479,18 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _zoom(report: dict) -> str:
+    z = report.get("zoom")
+    return f", every warp zoomed in or out by {z[0]:g}-{z[1]:g}x" if z else ""
+
+
 def markdown(report: dict, thresholds: list[float]) -> str:
     t = thresholds
     head = ["method", "kpts", "rep."] + [f"MMA@{x:g}" for x in t] + ["MS", "cov.", "HM", "HM(rep,MMA,H)@3"]
     head += [f"H-acc@{x:g}" for x in t] + ["Sep@3", "match ms", "extract ms"]
     lines = [
         f"Source: {report['source']}, {report['num_pairs']} pairs, budget {report['max_keypoints']} keypoints, "
-        f"{_resolution(report)}, correct within {report['epsilon']:g} px, coverage r = "
+        f"{_resolution(report)}{_zoom(report)}, correct within {report['epsilon']:g} px, coverage r = "
         f"{report['coverage_radius']:g} px, {report['torch_threads']} torch threads "
         f"({report['match_threads']} while matching).",
         "",
@@ -611,6 +624,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="generated pairs and --bag: fit every image to exactly this resolution (cover + centre crop), "
         "e.g. 640x480; overrides --max-side",
     )
+    p.add_argument(
+        "--zoom",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="generated pairs: add a zoom in or out by a factor in [LO, HI] (e.g. 1.5 2.5) to every warp",
+    )
     p.add_argument("--max-keypoints", type=int, default=1000, help="keypoint budget shared by all methods")
     p.add_argument("--threshold", type=float, default=None, help="override the detection threshold of our models")
     p.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 3.0, 5.0], help="MMA / H-accuracy px")
@@ -637,6 +658,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--stride must be positive and --max-frames at least 0")
     if not args.bag and args.topic:
         p.error("--topic applies to --bag only")
+    if args.zoom and (args.hpatches or args.multiview or not 1.0 <= args.zoom[0] <= args.zoom[1]):
+        p.error("--zoom applies to generated pairs (--photos, --bag) and needs 1 <= LO <= HI")
     if args.max_side is None:
         args.max_side = None if args.bag or args.multiview else 640
     if args.epsilon not in args.thresholds:
