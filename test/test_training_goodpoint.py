@@ -300,6 +300,14 @@ def test_training_on_a_ros2_bag(tmp_path: Path):
     assert (tmp_path / "bag" / "model.pt").is_file()
 
 
+def test_overrides_read_exponents_as_numbers():
+    """train.lr=1e-4 is a float (PyYAML alone, YAML 1.1, returned the string '1e-4' and the
+    optimiser failed on it); strings and lists stay as YAML reads them."""
+    conf = load_config(None, ["train.lr=1e-4", "name=run1e5", "data.homography.zoom=[1.0,2.0]", "loss.lambda_h=1.6E+4"])
+    assert conf["train"]["lr"] == pytest.approx(1e-4) and conf["name"] == "run1e5"
+    assert conf["data"]["homography"]["zoom"] == [1.0, 2.0] and conf["loss"]["lambda_h"] == 16000.0
+
+
 @pytest.mark.slow
 def test_bad_config_key_is_one_clear_error(tmp_path: Path):
     with pytest.raises(KeyError, match="train.stepz"):

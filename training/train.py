@@ -25,6 +25,7 @@ import copy
 import csv
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -149,8 +150,18 @@ def parse_overrides(items: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+        node[parts[-1]] = _yaml_value(value) if value != "" else None
     return out
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_value(text: str) -> Any:
+    """YAML's value, except that ``1e-4`` is a float: PyYAML follows YAML 1.1, where an exponent
+    needs a dot (``1.0e-4``), and would hand ``train.lr=1e-4`` on as a string."""
+    value = yaml.safe_load(text)
+    return float(value) if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()) else value
 
 
 def config_path(path: str | Path) -> Path:
