@@ -150,6 +150,19 @@ PARAMS: tuple[Param, ...] = (
         "around each heatmap peak; 0 turns it off, a negative value is the model's default.",
     ),
     Param(
+        "min_keypoints_per_mpx",
+        -1.0,
+        "adaptive threshold: at least this many keypoints per megapixel, the best below "
+        "detection_threshold filling up; 0 = the threshold alone; a negative value is the model's default",
+        dynamic=True,
+        min=-1.0,
+        max=1e6,
+        doc="Adaptive threshold: when fewer than this many keypoints per megapixel of the image pass\n"
+        "detection_threshold, the best of the others (NMS maxima, by score) fill up to it, within\n"
+        "max_keypoints: points on weakly textured frames for VO. 0 = the threshold alone; a negative\n"
+        "value is the model's default (the shipped goodpoint_small: see its model card).",
+    ),
+    Param(
         "pyramid_min_size",
         -1,
         "image pyramid: sqrt(2) levels down to this short side in pixels, 0 = one scale; "

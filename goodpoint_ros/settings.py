@@ -30,7 +30,8 @@ from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DEFAULTS, TABLE, first_pro
 # The parameters each part reads; a tool offers the flags of the parts it runs.
 EXTRACTOR_KEYS = (
     "model", "weights", "backend", "device", "precision", "num_threads",
-    "max_keypoints", "detection_threshold", "nms_radius", "subpixel_radius", "pyramid_min_size",
+    "max_keypoints", "detection_threshold", "nms_radius", "subpixel_radius", "min_keypoints_per_mpx",
+    "pyramid_min_size",
 )  # fmt: skip
 MATCH_KEYS = ("match_ratio", "match_max_distance", "verification_method", "verification_threshold")
 PIPELINE_KEYS = (

@@ -73,6 +73,36 @@ def test_threshold_is_a_post_filter_and_graph_keys_reexport(photo, tmp_path, cap
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
+def test_min_keypoints_fills_below_the_threshold_alike_in_both_backends(photo, tmp_path, name):
+    """min_keypoints_per_mpx: the thresholded points stay (a prefix, best first) and the best NMS
+    maxima below the threshold fill up to the density; onnxruntime's post-filter (no re-export)
+    selects the same points as torch."""
+    t, o = pair(name, tmp_path, {"max_keypoints": 600})
+    img = photo[:120, :160]  # 0.0192 MP
+    scores = o.extract(img)["scores"]  # sorted; random weights give near-ties, so cut at a wide gap
+    i = 25 + int(torch.argmax(scores[25:80] - scores[26:81]))
+    thr = float(scores[i] + scores[i + 1]) / 2
+    for e in (t, o):
+        e.set_detection(detection_threshold=thr)
+    few = t.extract(img)
+    files = set(tmp_path.glob("*.onnx"))
+    for e in (t, o):
+        e.set_detection(min_keypoints_per_mpx=10000.0)  # 192 points on 160x120
+    a, b = t.extract(img), o.extract(img)
+    assert set(tmp_path.glob("*.onnx")) == files, "the fill is a post-filter too: no re-export"
+    assert len(few["scores"]) < 0.5 * len(a["scores"]) and 180 <= len(a["scores"]) <= 200
+    prefix = {tuple(k) for k in a["keypoints"][: len(few["scores"])].tolist()}
+    assert prefix == {tuple(k) for k in few["keypoints"].tolist()}  # (ties may swap places)
+    assert_same_features(a, b)
+    for e in (t, o):
+        e.set_detection(min_keypoints_per_mpx=0.0)
+    a, b = t.extract(img), o.extract(img)
+    assert len(a["scores"]) == len(few["scores"])
+    assert_same_features(a, b)
+
+
+@pytest.mark.slow
 def test_cached_graph_is_reused_by_a_new_extractor(photo, tmp_path, caplog):
     _, o = pair("goodpoint_small", tmp_path)
     o.extract(photo[:64, :64])

@@ -169,6 +169,7 @@ def test_negative_restores_the_models_default_at_run_time(cls, photo):
             "detection_threshold",
             "nms_radius",
             "subpixel_radius",
+            "min_keypoints_per_mpx",
             "pyramid_min_size",
         }
         conf = n.extractor.model.conf

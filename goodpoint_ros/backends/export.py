@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from goodpoint_ros.backends import quantize
-from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph
+from goodpoint_ros.backends.graph import OUTPUT_NAMES, ExportGraph, graph_keep
 from goodpoint_ros.backends.parity import feature_parity
 from goodpoint_ros.models import MODELS
 from goodpoint_ros.models.checkpoint import load_model
@@ -227,7 +227,7 @@ def check_int8_parity(model: torch.nn.Module, onnx_path: str | Path, height: int
     model = copy.deepcopy(model).cpu().float().eval()
     with torch.inference_mode():
         ref = extract_batch(model, torch.from_numpy(image))[0]
-    keep = out["valid"][0] & (out["scores"][0] > model.conf["detection_threshold"])
+    keep = graph_keep(out, model.conf, height, width)
     result = feature_parity(ref, {k: out[k][0][keep] for k in ("keypoints", "descriptors", "detector")})
     result["ok"] = bool(result["overlap"] >= INT8_MIN_OVERLAP and result["cosine_median"] >= INT8_MIN_COSINE)
     return result

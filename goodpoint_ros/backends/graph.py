@@ -9,16 +9,27 @@ descriptor sampling), so the exported graph is the shipped code, not a re-implem
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from goodpoint_ros.models import BaseModel
-from goodpoint_ros.models.features import sample_descriptors, select_keypoints
+from goodpoint_ros.models.features import fill_mask, min_keypoints, sample_descriptors, select_keypoints
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "detector", "valid", "heatmap")
 # Bump when the graph's inputs/outputs or post-processing change: it is part of the cache key.
 GRAPH_VERSION = 3  # 2: sub-pixel refinement (subpixel_radius); 3: refinement above the window floor, squared
+
+
+def graph_keep(out: dict, conf: dict, height: int, width: int) -> np.ndarray:
+    """Which slots of one image's graph outputs (``out[name][0]``) are features: valid, and above
+    the detection threshold or among the best ``features.min_keypoints`` of their detector (each
+    detector's K slots come sorted best first), as the torch extractor selects them."""
+    maps = int(conf.get("num_detectors", 1))
+    scores = torch.from_numpy(np.ascontiguousarray(out["scores"][0])).view(maps, -1)
+    fill = min_keypoints(conf, height, width, maps)
+    return out["valid"][0] & fill_mask(scores, conf["detection_threshold"], fill).reshape(-1).numpy()
 
 
 def keypoints_per_detector(model: BaseModel) -> int:

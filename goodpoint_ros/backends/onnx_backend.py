@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from goodpoint_ros.backends.export import MAX_OPSET, export_onnx
-from goodpoint_ros.backends.graph import GRAPH_VERSION
+from goodpoint_ros.backends.graph import GRAPH_VERSION, graph_keep
 from goodpoint_ros.backends.quantize import (
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_KEEP_FLOAT,
@@ -293,7 +293,7 @@ class OnnxExtractor:
             x = np.pad(x, ((0, 0), (0, 0), (0, (-h) % m), (0, (-w) % m)))
         out = dict(zip(OUTPUTS, self.session(*x.shape[-2:]).run(list(OUTPUTS), {"image": x})))
         kpts, scores = out["keypoints"][0], out["scores"][0]
-        keep = out["valid"][0] & (scores > self.model.conf["detection_threshold"])
+        keep = graph_keep(out, self.model.conf, h, w)
         if self.dynamic and x.shape[-2:] != (h, w):
             r = self.model.conf["remove_borders"]
             keep &= (kpts[:, 0] < w - r) & (kpts[:, 1] < h - r)

@@ -126,13 +126,17 @@ def valid_mask(shape: torch.Size, sizes: torch.Tensor, border: int) -> torch.Ten
     return m[:, None]
 
 
-def topk_keypoints(scores: torch.Tensor, mask: torch.Tensor, k: int, threshold: float):
-    """Top-``k`` points of each BxNxHxW map among ``mask`` & score > threshold.
+def topk_keypoints(scores: torch.Tensor, mask: torch.Tensor, k: int, threshold: float, min_count: int = 0):
+    """Top-``k`` points of each BxNxHxW map among ``mask`` & score > threshold, and at least the
+    best ``min_count`` of ``mask`` whatever their score (an adaptive threshold: ``fill_mask``).
 
     Returns keypoints BxNxkx2 (x, y), their scores BxNxk and a validity mask BxNxk (False where an
     image has fewer than k candidates).
     """
     b, n, h, w = scores.shape
+    if min_count > 0:  # every candidate competes; the threshold is applied after the top-k
+        kpts, top, found = topk_keypoints(scores, mask, k, -math.inf)
+        return kpts, top, found & fill_mask(top, threshold, min_count)
     keep = mask & (scores > threshold)
     k = max(0, min(int(k), h * w))
     if torch.jit.is_tracing() or scores.device.type != "cpu":
@@ -201,15 +205,33 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, radius: int)
     return keypoints + torch.where(total > 0, shift, torch.zeros_like(shift))
 
 
+def fill_mask(scores: torch.Tensor, threshold: float, min_count: int) -> torch.Tensor:
+    """Which of ``scores`` (...xK, each row sorted best first, as top-k returns them) to keep:
+    those above ``threshold``, and the first ``min_count`` of each row whatever their score."""
+    rank = torch.arange(scores.shape[-1], device=scores.device)
+    return (scores > threshold) | (rank < min_count)
+
+
+def min_keypoints(conf: dict, height: int, width: int, maps: int = 1) -> int:
+    """Keypoints per detector map kept below the threshold: ``min_keypoints_per_mpx`` of the
+    image's area (0 when the config lacks the key), shared by ``maps`` detector sets."""
+    density = float(conf.get("min_keypoints_per_mpx", 0) or 0)
+    return math.ceil(density * height * width / 1e6 / maps) if density > 0 else 0
+
+
 def select_keypoints(heat: torch.Tensor, sizes: torch.Tensor, conf: dict, k: int, threshold: float):
     """Heatmap -> keypoints, the one detection path of every model and of the export graph:
     NMS maxima away from the borders (``nms_radius``, ``remove_borders``), the top ``k`` per map
-    above ``threshold``, refined to sub-pixel positions (``subpixel_radius``, 0 when absent).
+    above ``threshold`` (at least ``min_keypoints`` of them: ``min_keypoints_per_mpx``), refined to
+    sub-pixel positions (``subpixel_radius``, 0 when absent).
 
     Returns ``topk_keypoints``' BxNxkx2 keypoints, BxNxk scores and validity mask.
     """
     mask = nms_mask(heat, conf["nms_radius"]) & valid_mask(heat.shape, sizes, conf["remove_borders"])
-    kpts, scores, valid = topk_keypoints(heat, mask, k, threshold)
+    # The batch's largest valid area sets the floor (a batch holds images of one size in practice).
+    area = sizes.prod(dim=1).max() if not torch.jit.is_tracing() else None
+    fill = min_keypoints(conf, int(area), 1, heat.shape[1]) if area is not None else 0
+    kpts, scores, valid = topk_keypoints(heat, mask, k, threshold, fill)
     return refine_keypoints(heat, kpts, conf.get("subpixel_radius", 0)), scores, valid
 
 

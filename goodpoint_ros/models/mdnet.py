@@ -45,6 +45,7 @@ class MDNet(BaseModel):
         "remove_borders": 4,
         "pyramid_min_size": 0,  # > 0: sqrt(2) pyramid down to this short side (the paper's VI.B: 256)
         "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
+        "min_keypoints_per_mpx": 0,  # > 0: keep at least this density below the threshold (features.min_keypoints)
     }
     detection_keys = (
         "max_keypoints",
@@ -53,6 +54,7 @@ class MDNet(BaseModel):
         "remove_borders",
         "pyramid_min_size",
         "subpixel_radius",
+        "min_keypoints_per_mpx",
     )
 
     def __init__(self, conf: dict | None = None, **kwargs) -> None:
