@@ -159,8 +159,8 @@ PARAMS: tuple[Param, ...] = (
         max=1e6,
         doc="Adaptive threshold: when fewer than this many keypoints per megapixel of the image pass\n"
         "detection_threshold, the best of the others (NMS maxima, by score) fill up to it, within\n"
-        "max_keypoints: points on weakly textured frames for VO. 0 = the threshold alone; a negative\n"
-        "value is the model's default (the shipped goodpoint_small: see its model card).",
+        "max_keypoints: points on weakly textured frames for monocular VO (4000: docs/results.md). 0 = the\n"
+        "threshold alone; a negative value is the model's default (0 for the shipped models).",
     ),
     Param(
         "pyramid_min_size",

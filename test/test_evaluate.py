@@ -107,16 +107,11 @@ def test_zoomed_pairs_change_scale_both_ways(photo_dir):
     """--zoom: every warp's scale (sqrt of the Jacobian's determinant at the centre) lies in
     [1/HI, 1/LO] or [LO, HI]; without it the moderate warps stay near 1."""
     from goodpoint_ros.training.evaluate import homography_pairs, photo_sources
+    from test_training_data import local_scale
 
     def scales(**kw) -> np.ndarray:
         pairs = homography_pairs(photo_sources(photo_dir), 12, seed=3, max_side=None, size=(320, 240), **kw)
-        out = []
-        for p in pairs:
-            c = np.array([160.0, 120.0, 1.0])
-            u = p.H @ c
-            J = (p.H[:2, :2] * u[2] - np.outer(u[:2], p.H[2, :2])) / u[2] ** 2
-            out.append(np.sqrt(abs(np.linalg.det(J))))
-        return np.array(out)
+        return np.array([local_scale(p.H, 160.0, 120.0) for p in pairs])
 
     moderate, zoomed = scales(), scales(zoom_factors=(1.5, 2.5))
     assert np.all((moderate > 0.8) & (moderate < 1.25))

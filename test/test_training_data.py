@@ -40,6 +40,12 @@ def test_photometric_keeps_shape_and_variance():
         photometric(im.astype(np.float32), rng)
 
 
+def local_scale(H: np.ndarray, x: float, y: float) -> float:
+    """The scale change of the homography ``H`` at (x, y): sqrt |det| of its Jacobian there."""
+    u = H @ [x, y, 1.0]
+    return float(np.sqrt(abs(np.linalg.det((H[:2, :2] * u[2] - np.outer(u[:2], H[2, :2])) / u[2] ** 2))))
+
+
 @pytest.mark.parametrize("zoom", [None, [1.6, 2.0]], ids=["moderate", "zoomed"])
 def test_pair_related_by_H(zoom):
     """View 1 is view 0 warped by H (also when data.homography.zoom adds a scale change)."""
@@ -55,8 +61,7 @@ def test_pair_related_by_H(zoom):
     assert err < 6.0, err
     # the two views are not the same crop
     assert np.abs(pair["image0"].astype(float) - pair["image1"]).mean() > 5
-    u = H @ [64.0, 64.0, 1.0]  # the scale change at the crop's centre: sqrt |det| of H's Jacobian
-    scale = np.sqrt(abs(np.linalg.det((H[:2, :2] * u[2] - np.outer(u[:2], H[2, :2])) / u[2] ** 2)))
+    scale = local_scale(H, 64.0, 64.0)  # at the crop's centre
     assert (0.7 < scale < 1.4) if zoom is None else (scale > 1.4 or scale < 1 / 1.4), scale
 
 

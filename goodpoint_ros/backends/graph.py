@@ -28,7 +28,7 @@ def graph_keep(out: dict, conf: dict, height: int, width: int) -> np.ndarray:
     detector's K slots come sorted best first), as the torch extractor selects them."""
     maps = int(conf.get("num_detectors", 1))
     scores = torch.from_numpy(np.ascontiguousarray(out["scores"][0])).view(maps, -1)
-    fill = min_keypoints(conf, height, width, maps)
+    fill = min_keypoints(conf, height * width, maps)
     return out["valid"][0] & fill_mask(scores, conf["detection_threshold"], fill).reshape(-1).numpy()
 
 

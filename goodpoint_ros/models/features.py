@@ -212,11 +212,12 @@ def fill_mask(scores: torch.Tensor, threshold: float, min_count: int) -> torch.T
     return (scores > threshold) | (rank < min_count)
 
 
-def min_keypoints(conf: dict, height: int, width: int, maps: int = 1) -> int:
+def min_keypoints(conf: dict, area: int | torch.Tensor, maps: int = 1) -> int:
     """Keypoints per detector map kept below the threshold: ``min_keypoints_per_mpx`` of the
-    image's area (0 when the config lacks the key), shared by ``maps`` detector sets."""
+    image's ``area`` in pixels (0 when the config lacks the key), shared by ``maps`` detector
+    sets. ``area`` may be a tensor: it is read only when the density is set (no device sync)."""
     density = float(conf.get("min_keypoints_per_mpx", 0) or 0)
-    return math.ceil(density * height * width / 1e6 / maps) if density > 0 else 0
+    return math.ceil(density * int(area) / 1e6 / maps) if density > 0 else 0
 
 
 def select_keypoints(heat: torch.Tensor, sizes: torch.Tensor, conf: dict, k: int, threshold: float):
@@ -228,9 +229,9 @@ def select_keypoints(heat: torch.Tensor, sizes: torch.Tensor, conf: dict, k: int
     Returns ``topk_keypoints``' BxNxkx2 keypoints, BxNxk scores and validity mask.
     """
     mask = nms_mask(heat, conf["nms_radius"]) & valid_mask(heat.shape, sizes, conf["remove_borders"])
-    # The batch's largest valid area sets the floor (a batch holds images of one size in practice).
-    area = sizes.prod(dim=1).max() if not torch.jit.is_tracing() else None
-    fill = min_keypoints(conf, int(area), 1, heat.shape[1]) if area is not None else 0
+    # The batch's largest valid area sets the floor (a batch holds images of one size in practice);
+    # the export graph leaves the fill to the backend (graph_keep).
+    fill = 0 if torch.jit.is_tracing() else min_keypoints(conf, sizes.prod(dim=1).max(), heat.shape[1])
     kpts, scores, valid = topk_keypoints(heat, mask, k, threshold, fill)
     return refine_keypoints(heat, kpts, conf.get("subpixel_radius", 0)), scores, valid
 
