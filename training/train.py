@@ -383,9 +383,10 @@ class Logger:
 class Stop:
     """SIGINT/SIGTERM set a flag; the loop saves and exits after the current step.
 
-    Inside ``step()`` (forward, backward, optimiser, step counter) nothing may raise: an
+    Inside ``step()`` (forward, backward, optimiser, step counter, log row) nothing may raise: an
     exception there would leave the weights updated but the step not counted (or batch-norm
-    statistics moved), and the checkpoint saved on the way out would no longer resume exactly.
+    statistics moved, or the row of a saved step unlogged), and the checkpoint saved on the way
+    out would no longer resume exactly.
     So a second Ctrl-C, and the DataLoader's SIGCHLD handler (which raises in the main thread when
     a worker died, wherever it is), are held until the step is complete."""
 
@@ -667,7 +668,7 @@ def _run_steps(run: _Run, loader: torch.utils.data.DataLoader, resume: dict | No
             terms = _optimise(run, batch)
             run.step += 1
             run.rng_before = None  # the step is complete: a later failure saves the current RNG state
-        _record(run, terms)
+            _record(run, terms)  # inside: a worker's death may not cost the logged row of a saved step
         _validate_if_due(run)
         if _checkpoint_if_due(run):
             break
