@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from goodpoint_ros.training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets
+from goodpoint_ros.training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets, subpixel_loss
 from goodpoint_ros.training.train import load_config, merge, train
 from skimage import data
 
@@ -89,6 +89,46 @@ def test_goodpoint_loss_backward():
     loss.backward()
     assert torch.isfinite(loss) and set(terms) >= {"keypoints", "heatmaps", "gt", "wrong", "random"}
     assert all(p.grad is not None for p in model.parameters())
+
+
+def blob(center: tuple[float, float], size: int = 48) -> torch.Tensor:
+    """A 1x1xSxS Gaussian score peak (sigma 1 px) at a sub-pixel ``center`` (x, y)."""
+    y, x = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    return torch.exp(-((x - center[0]) ** 2 + (y - center[1]) ** 2) / 2.0)[None, None]
+
+
+def test_subpixel_loss_measures_where_the_refined_peaks_disagree():
+    """L_sub is ~0 when the second peak sits exactly where H carries the first (a sub-pixel peak,
+    an integer shift), grows with a sub-pixel disagreement, and its gradient moves the peak back."""
+    H = torch.tensor([[1.0, 0, 5], [0, 1, 2], [0, 0, 1]])[None]
+    t = {"K": torch.tensor([[[20.0, 30.0]]]), "K_h": torch.tensor([[[25.0, 32.0]]]),
+         "idx_geom": torch.zeros(1, 1, dtype=torch.long), "good": torch.ones(1, 1, dtype=torch.bool)}  # fmt: skip
+    heat0 = blob((20.3, 29.8))
+    assert subpixel_loss(heat0, blob((25.3, 31.8)), t, H, 2) < 0.01
+    heat1 = blob((25.9, 31.8)).requires_grad_(True)
+    loss = subpixel_loss(heat0, heat1, t, H, 2)
+    assert loss > 0.3
+    loss.backward()
+    # descending the gradient raises the scores on the peak's left (toward 25.3) and lowers its right
+    assert heat1.grad[0, 0, 32, 24] < 0 < heat1.grad[0, 0, 32, 27]
+    assert torch.isfinite(heat1.grad).all()
+
+
+def test_goodpoint_loss_with_the_subpixel_term():
+    model = build_model("goodpoint_small").train()
+    torch.manual_seed(0)
+    out = model(torch.rand(4, 1, 64, 64))
+    o0, o1 = {k: v[:2] for k, v in out.items()}, {k: v[2:] for k, v in out.items()}
+    H = torch.tensor([[1.0, 0, 3], [0, 1, 1], [0, 0, 1]]).expand(2, 3, 3)
+    m = torch.ones(2, 1, 64, 64)
+    loss, terms = goodpoint_loss(o0, o1, H, m, m, {"lambda_sub": 1.0})
+    loss.backward()
+    assert (
+        torch.isfinite(loss)
+        and torch.isfinite(terms["subpixel"])
+        and "subpixel" not in goodpoint_loss(o0, o1, H, m, m)[1]
+    )
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.fixture(scope="module")

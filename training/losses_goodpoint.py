@@ -26,6 +26,13 @@ Deviations and choices the paper leaves open (all configurable):
 - log P is taken from log_softmax of the logits (exact, no log(0)); points are read at the
   nearest pixel.
 - L_random draws, for each K_proj point, one random valid K_h point that is not its geometric NN.
+- Addition, not in the paper: ``lambda_sub`` weighs a sub-pixel term L_sub (0 = the paper's loss).
+  The paper's targets are read at the nearest pixel, so nothing trains where a point sits inside
+  its pixel, and the detector's 1-px accuracy came only from the inference-time soft-argmax.
+  L_sub refines each agreeing pair (K, K_h NN) with that same soft-argmax
+  (``features.refine_keypoints``, gradient through the window's scores) and penalises the distance
+  between K refined then warped by H and K_h refined, symmetrically in both images (the idea of a
+  reprojection loss on differentiable keypoints, as in ALIKE; written from the equations here).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.models.features import sample_descriptors
+from goodpoint_ros.models.features import refine_keypoints, sample_descriptors
 from goodpoint_ros.vo.geometry import warp_points
 
 from .warp import masked_mean, warp_dense, warp_valid
@@ -47,6 +54,8 @@ DEFAULT_CONF = {
     "theta_dist": 4.0,
     "wrong_dist": 7.0,  # paper: "distgeom > 7"
     "blur": True,  # Eq. 4's blr(); false compares the raw heatmaps (a side-by-side probe, see the docstring)
+    "lambda_sub": 0.0,  # weight of L_sub (not in the paper; see the docstring); 0: off
+    "subpixel_radius": 2,  # L_sub's soft-argmax window, as the models' inference default
 }
 
 
@@ -157,6 +166,22 @@ def heatmap_loss(
     return masked_mean((warped - heat1) ** 2, mask)
 
 
+def subpixel_loss(
+    heat0: torch.Tensor, heat1: torch.Tensor, t: dict[str, torch.Tensor], H: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """L_sub: mean over the agreeing pairs of the distance, in pixels, between each refined point
+    and its refined partner mapped into its image (half in I_h, half in I)."""
+    kh = torch.gather(t["K_h"], 1, t["idx_geom"][..., None].expand(-1, -1, 2))
+    p0 = refine_keypoints(heat0, t["K"][:, None], radius)[:, 0]  # with gradient through the scores
+    p1 = refine_keypoints(heat1, kh[:, None], radius)[:, 0]
+    Hf = H.float()
+    d1 = warp_points(p0, Hf) - p1
+    d0 = p0 - warp_points(p1, torch.linalg.inv(H.double()).float())
+    err = 0.5 * ((d0.square().sum(-1) + 1e-6).sqrt() + (d1.square().sum(-1) + 1e-6).sqrt())  # smooth at 0
+    good = t["good"]
+    return masked_mean(torch.where(good, err, torch.zeros_like(err)), good)  # no NaN from dropped points
+
+
 def log_heatmap(logits: torch.Tensor) -> torch.Tensor:
     """log P at full resolution from the Bx64xhxw cell logits (log_softmax, pixel shuffled)."""
     return F.pixel_shuffle(torch.log_softmax(logits.float(), dim=1), 8)
@@ -205,6 +230,9 @@ def goodpoint_loss(
     d = descriptor_losses(t, c)
     l_desc = d["gt"] + d["wrong"] + d["random"]
     l_p = l_kp + c["lambda_h"] * l_heat
+    l_sub = subpixel_loss(heat0, heat1, t, H, int(c["subpixel_radius"])) if c["lambda_sub"] else None
+    if l_sub is not None:
+        l_p = l_p + c["lambda_sub"] * l_sub
     total = c["lambda_d"] * l_desc + c["lambda_p"] * l_p
     terms = {
         "loss": total.detach(),
@@ -215,4 +243,6 @@ def goodpoint_loss(
         "random": d["random"].detach(),
         "n_good": good.sum(-1).float().mean(),
     }
+    if l_sub is not None:
+        terms["subpixel"] = l_sub.detach()
     return total, terms
