@@ -101,8 +101,8 @@ def test_subpixel_loss_measures_where_the_refined_peaks_disagree():
     """L_sub is ~0 when the second peak sits exactly where H carries the first (a sub-pixel peak,
     an integer shift), grows with a sub-pixel disagreement, and its gradient moves the peak back."""
     H = torch.tensor([[1.0, 0, 5], [0, 1, 2], [0, 0, 1]])[None]
-    t = {"K": torch.tensor([[[20.0, 30.0]]]), "K_h": torch.tensor([[[25.0, 32.0]]]),
-         "idx_geom": torch.zeros(1, 1, dtype=torch.long), "good": torch.ones(1, 1, dtype=torch.bool)}  # fmt: skip
+    t = {"K": torch.tensor([[[20.0, 30.0]]]), "K_h_nn": torch.tensor([[[25.0, 32.0]]]),
+         "good": torch.ones(1, 1, dtype=torch.bool)}  # fmt: skip
     heat0 = blob((20.3, 29.8))
     assert subpixel_loss(heat0, blob((25.3, 31.8)), t, H, 2) < 0.01
     heat1 = blob((25.9, 31.8)).requires_grad_(True)

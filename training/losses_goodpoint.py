@@ -100,7 +100,8 @@ def keypoint_targets(
     """Paper Eq. 5-10 on a batch (no gradient through the targets' coordinates).
 
     Returns K (BxMx2), K_h (BxNx2), their masks, K_proj, the descriptors D_proj (BxMxD, with
-    gradient) and D_h (BxNxD), dist_geom/idx_geom/idx_desc (BxM), ``good`` (BxM), the targets
+    gradient) and D_h (BxNxD), dist_geom/idx_geom/idx_desc (BxM), K_h_nn (BxMx2: the K_h point
+    at idx_geom), ``good`` (BxM), the targets
     K'_h (``target1``) and K' (``target0``) as BxMx2 valid where ``good``.
     """
     c = {**DEFAULT_CONF, **(conf or {})}
@@ -138,6 +139,7 @@ def keypoint_targets(
         "dist_geom": dist_geom,
         "idx_geom": idx_geom,
         "idx_desc": idx_desc,
+        "K_h_nn": Kh_nn,
         "good": good,
         "target0": target0,
         "target1": target1,
@@ -171,9 +173,8 @@ def subpixel_loss(
 ) -> torch.Tensor:
     """L_sub: mean over the agreeing pairs of the distance, in pixels, between each refined point
     and its refined partner mapped into its image (half in I_h, half in I)."""
-    kh = torch.gather(t["K_h"], 1, t["idx_geom"][..., None].expand(-1, -1, 2))
     p0 = refine_keypoints(heat0, t["K"][:, None], radius)[:, 0]  # with gradient through the scores
-    p1 = refine_keypoints(heat1, kh[:, None], radius)[:, 0]
+    p1 = refine_keypoints(heat1, t["K_h_nn"][:, None], radius)[:, 0]
     Hf = H.float()
     d1 = warp_points(p0, Hf) - p1
     d0 = p0 - warp_points(p1, torch.linalg.inv(H.double()).float())
