@@ -73,7 +73,12 @@ def feature_fn(spec: str, device: str, max_keypoints: int):
     """image -> numpy feature dict for one ``goodpoint-eval`` method spec (precision: the spec's,
     fp32 unless it says ``precision=auto``)."""
     method = Method(spec, max_keypoints, "torch", device, None)
-    return lambda im: method.extract(im)[0]
+
+    def extract(im: np.ndarray) -> dict:
+        f = method.extract(im)[0]
+        return {**f, "confident": f["scores"] > method.impl.confident_score}  # as the node's pipeline
+
+    return extract
 
 
 def match(f0: dict, f1: dict, ratio: float | None) -> np.ndarray:
@@ -89,9 +94,16 @@ def noisy(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray
 
 
 def run_vo(
-    seq: Sequence, feats: list[dict], right: list[dict] | None, mode: str, ratio: float | None, ransac_px: float = 2.0
+    seq: Sequence,
+    feats: list[dict],
+    right: list[dict] | None,
+    mode: str,
+    ratio: float | None,
+    ransac_px: float = 2.0,
+    confident_pose: bool = True,
 ) -> dict:
-    """Poses of ``mode`` odometry over the sequence, with the tracker's diagnostics."""
+    """Poses of ``mode`` odometry over the sequence, with the tracker's diagnostics
+    (``confident_pose``: tell the odometry which points are above the threshold, as the node does)."""
     vo = VisualOdometry(seq.K, mode=mode, baseline=seq.baseline if mode == "stereo" else None, ransac_px=ransac_px)
     poses, inliers = [], []
     for i, f in enumerate(feats):
@@ -103,7 +115,7 @@ def run_vo(
         if mode == "stereo":
             kw["right_keypoints"] = right[i]["keypoints"]
             kw["stereo_matches"] = match(f, right[i], ratio)
-        r = vo.update(f["keypoints"], **kw)
+        r = vo.update(f["keypoints"], confident=f["confident"] if confident_pose else None, **kw)
         poses.append(r.pose)
         inliers.append(r.inliers)
     ate, rpe_t, rpe_r = ate_rpe(np.stack(poses), seq.poses, sim3=mode == "mono")
@@ -194,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-keypoints", type=int, default=1000)
     p.add_argument("--ratio", type=float, default=None, help="Lowe ratio on top of MNN (default: MNN only)")
     p.add_argument("--ransac-px", type=float, default=2.0, help="odometry RANSAC threshold (node: vo_ransac_px)")
+    p.add_argument(
+        "--all-points",
+        action="store_true",
+        help="metric pose from every point, not only those above the detector's threshold (the node's way)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=5, help="runs per method, each with its own sensor noise")
     p.add_argument("--noise", type=float, default=2.0, help="sensor noise sigma in grey levels (0: none)")
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {a.write_bag}", file=sys.stderr)
     print(
         f"\n{a.frames} frames {a.width}x{a.height}, {a.max_keypoints} keypoints, MNN ratio={a.ratio}, "
-        f"RANSAC {a.ransac_px} px; median [min-max] of {a.runs} runs, sensor noise sigma {a.noise}"
+        f"RANSAC {a.ransac_px} px, metric pose from {'every point' if a.all_points else 'confident points'}; median [min-max] of {a.runs} runs, sensor noise sigma {a.noise}"
     )
     print(
         "| features | mode | ATE (m) | RPE t (m/frame) | RPE rot (deg/frame) | median inliers | failures | extract ms |"
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             right = [fn(noisy(f.rgb, a.noise, rng)) for f in seq.right] if "stereo" in modes else None
             ms.append(1000 * (time.perf_counter() - t0) / (len(feats) + len(right or [])))
             for mode in modes:
-                runs[mode].append(run_vo(seq, feats, right, mode, a.ratio, a.ransac_px))
+                runs[mode].append(run_vo(seq, feats, right, mode, a.ratio, a.ransac_px, not a.all_points))
         for mode in modes:  # rows as they come: a slow model still leaves the others' results
             rs = runs[mode]
             ate = [r["ate"] for r in rs]

@@ -175,3 +175,30 @@ def test_bench_writes_a_readable_bag(tmp_path, monkeypatch):
     est[:, :3, 3] *= 0.5
     assert ate_rpe(est, gt, sim3=True)[0] < 1e-9
     assert ate_rpe(est, gt, sim3=False)[0] > 1e-3
+
+
+def test_rgbd_pose_from_confident_points_ignores_the_fill(pair):
+    """Half the current keypoints shifted 1.5 px (a biased weak fill, inside RANSAC's 2 px): from
+    every point the pose is pulled off; flagged as not confident, they are left out, unless too
+    few confident correspondences remain (``min_confident``), where every point counts again."""
+    seq, f, _, gt = pair
+    m = _match(f[0], f[1])
+    weak = np.random.default_rng(0).random(len(f[1]["keypoints"])) < 0.5
+    kp1 = f[1]["keypoints"].copy()
+    kp1[weak, 0] += 1.5
+    sure0 = np.ones(len(f[0]["keypoints"]), bool)
+
+    def relative_error(confident, min_confident=40):
+        vo = VisualOdometry(seq.K, "rgbd", min_confident=min_confident)
+        vo.update(f[0]["keypoints"], depth=seq.frames[0].depth, confident=None if confident is None else sure0)
+        r = vo.update(kp1, matches=m, depth=seq.frames[1].depth, confident=confident)
+        assert r.ok
+        return _errors(r.relative, gt)[0], r.inliers
+
+    everything, n_all = relative_error(None)
+    confident, n_sure = relative_error(~weak)
+    fallback, n_fallback = relative_error(~weak, min_confident=len(m) + 1)
+    assert confident < 0.02 and everything > 2 * confident, (confident, everything)
+    assert n_sure < n_all and (fallback, n_fallback) == (everything, n_all)
+    with pytest.raises(ValueError, match="confidence flags"):
+        VisualOdometry(seq.K, "rgbd").update(kp1, depth=seq.frames[1].depth, confident=~weak[:-1])

@@ -162,6 +162,20 @@ def test_learned_front_end_through_the_same_step(seq):
     assert r2.features["descriptors"].shape[1] == 128 and r0.extract_seconds > 0
 
 
+def test_learned_rgbd_odometry_is_told_which_points_are_the_fill(seq):
+    """The default fill adds points below the threshold; the pipeline flags them for the metric
+    pose (``VisualOdometry``'s ``confident``), from the extractor's own ``confident_score``."""
+    ex = make_extractor(model="goodpoint_small", device="cpu", precision="fp32")
+    pipe = FramePipeline(ex, "rgbd", MatchSettings(method="fundamental"))
+    for i, f in enumerate(seq.frames[:3]):
+        r = pipe.step([f.rgb], _stamp(i), Calibration(K=seq.K), depth=f.depth.astype(np.float32))
+        assert r.odometry.state == "ok"
+    sure = r.features["scores"] > ex.confident_score
+    assert 0 < sure.sum() < len(sure)
+    np.testing.assert_array_equal(pipe.odometry.vo._ref.confident, sure)
+    assert make_extractor(model="orb").confident_score == -np.inf
+
+
 @pytest.mark.parametrize("model", ["orb", "akaze", "sift", pytest.param("goodpoint_small", marks=pytest.mark.slow)])
 def test_every_front_end_from_make_extractor_is_one_extractor(seq, model):
     try:

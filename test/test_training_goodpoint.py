@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from goodpoint_ros.training.losses_goodpoint import goodpoint_loss, heatmap_loss, keypoint_targets, subpixel_loss
+from goodpoint_ros.training.losses_goodpoint import (
+    detected_subpixel_loss,
+    goodpoint_loss,
+    heatmap_loss,
+    keypoint_targets,
+    subpixel_loss,
+)
 from goodpoint_ros.training.train import load_config, merge, train
 from skimage import data
 
@@ -114,6 +120,26 @@ def test_subpixel_loss_measures_where_the_refined_peaks_disagree():
     assert torch.isfinite(heat1.grad).all()
 
 
+def test_detected_subpixel_loss_reaches_weak_points():
+    """Over the detections, L_sub also trains a weak peak no target pair would hold: a faint
+    second peak 0.6 px off where H carries it raises the loss, and the gradient moves it back."""
+    H = torch.tensor([[1.0, 0, 5], [0, 1, 2], [0, 0, 1]])[None]
+    conf = {"subpixel_radius": 2, "subpixel_density": 2000.0, "subpixel_nms": 4}  # k = 5 at 48x48
+    m = torch.ones(1, 1, 48, 48, dtype=torch.bool)
+    heat0 = blob((20.3, 29.8)) + 0.05 * blob((10.0, 12.0))
+    aligned = blob((25.3, 31.8)) + 0.05 * blob((15.0, 14.0))
+    assert detected_subpixel_loss(heat0, aligned, H, m, m, conf) < 0.01
+    heat1 = (blob((25.3, 31.8)) + 0.05 * blob((15.6, 14.0))).requires_grad_(True)
+    loss = detected_subpixel_loss(heat0, heat1, H, m, m, conf)
+    assert loss > 0.05
+    loss.backward()
+    assert heat1.grad[0, 0, 14, 14] < 0 < heat1.grad[0, 0, 14, 17]  # toward x = 15.0
+    # the agreeing-pairs term does not see the weak peak at all
+    t = {"K": torch.tensor([[[20.0, 30.0]]]), "K_h_nn": torch.tensor([[[25.0, 32.0]]]),
+         "good": torch.ones(1, 1, dtype=torch.bool)}  # fmt: skip
+    assert subpixel_loss(heat0, heat1, t, H, 2) < 0.01
+
+
 def test_goodpoint_loss_with_the_subpixel_term():
     model = build_model("goodpoint_small").train()
     torch.manual_seed(0)
@@ -128,6 +154,11 @@ def test_goodpoint_loss_with_the_subpixel_term():
         and torch.isfinite(terms["subpixel"])
         and "subpixel" not in goodpoint_loss(o0, o1, H, m, m)[1]
     )
+    out = model(torch.rand(4, 1, 64, 64))
+    o0, o1 = {k: v[:2] for k, v in out.items()}, {k: v[2:] for k, v in out.items()}
+    loss, terms = goodpoint_loss(o0, o1, H, m, m, {"lambda_sub": 1.0, "subpixel_density": 4000.0})
+    loss.backward()
+    assert torch.isfinite(loss) and terms["subpixel"] > 0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 

@@ -33,14 +33,21 @@ Deviations and choices the paper leaves open (all configurable):
   (``features.refine_keypoints``, gradient through the window's scores) and penalises the distance
   between K refined then warped by H and K_h refined, symmetrically in both images (the idea of a
   reprojection loss on differentiable keypoints, as in ALIKE; written from the equations here).
+  With ``subpixel_density`` > 0 the same distance is taken over the points inference would
+  detect (each image's best NMS maxima, that many per megapixel, like ``min_keypoints_per_mpx``),
+  each paired with the window where H carries it in the other image: the weak points a filled
+  budget adds are never agreeing pairs, so the pair-only term leaves them 1.6 px off
+  (docs/experiments/subpixel_loss).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.models.features import refine_keypoints, sample_descriptors
+from goodpoint_ros.models.features import nms_mask, refine_keypoints, sample_descriptors, topk_keypoints
 from goodpoint_ros.vo.geometry import warp_points
 
 from .warp import masked_mean, warp_dense, warp_valid
@@ -56,6 +63,8 @@ DEFAULT_CONF = {
     "blur": True,  # Eq. 4's blr(); false compares the raw heatmaps (a side-by-side probe, see the docstring)
     "lambda_sub": 0.0,  # weight of L_sub (not in the paper; see the docstring); 0: off
     "subpixel_radius": 2,  # L_sub's soft-argmax window, as the models' inference default
+    "subpixel_density": 0.0,  # > 0: L_sub over the detected points (per megapixel); 0: agreeing pairs
+    "subpixel_nms": 4,  # the NMS radius of those detections, as the models' inference default
 }
 
 
@@ -162,25 +171,60 @@ def heatmap_loss(
     mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
     # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid (the same
     # mask without the blur, so that the two settings average over the same pixels)
-    mask = -F.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
+    mask = erode(mask, 1)
     if blur:
         warped, heat1 = blr(warped), blr(heat1)
     return masked_mean((warped - heat1) ** 2, mask)
 
 
+def refined_disagreement(
+    heat0: torch.Tensor, heat1: torch.Tensor, a0: torch.Tensor, a1: torch.Tensor, H: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """BxN distances, in pixels, between the soft-argmax refinements of the anchors ``a0`` (in I)
+    and ``a1`` (in I_h), each mapped into the other's image, averaged over both images (gradient
+    through the windows' scores)."""
+    p0 = refine_keypoints(heat0, a0[:, None], radius)[:, 0]
+    p1 = refine_keypoints(heat1, a1[:, None], radius)[:, 0]
+    d1 = warp_points(p0, H.float()) - p1
+    d0 = p0 - warp_points(p1, torch.linalg.inv(H.double()).float())
+    return 0.5 * ((d0.square().sum(-1) + 1e-6).sqrt() + (d1.square().sum(-1) + 1e-6).sqrt())  # smooth at 0
+
+
 def subpixel_loss(
     heat0: torch.Tensor, heat1: torch.Tensor, t: dict[str, torch.Tensor], H: torch.Tensor, radius: int
 ) -> torch.Tensor:
-    """L_sub: mean over the agreeing pairs of the distance, in pixels, between each refined point
-    and its refined partner mapped into its image (half in I_h, half in I)."""
-    p0 = refine_keypoints(heat0, t["K"][:, None], radius)[:, 0]  # with gradient through the scores
-    p1 = refine_keypoints(heat1, t["K_h_nn"][:, None], radius)[:, 0]
-    Hf = H.float()
-    d1 = warp_points(p0, Hf) - p1
-    d0 = p0 - warp_points(p1, torch.linalg.inv(H.double()).float())
-    err = 0.5 * ((d0.square().sum(-1) + 1e-6).sqrt() + (d1.square().sum(-1) + 1e-6).sqrt())  # smooth at 0
-    good = t["good"]
+    """L_sub over the agreeing pairs (K, its K_h neighbour) of ``keypoint_targets``."""
+    err, good = refined_disagreement(heat0, heat1, t["K"], t["K_h_nn"], H, radius), t["good"]
     return masked_mean(torch.where(good, err, torch.zeros_like(err)), good)  # no NaN from dropped points
+
+
+def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Bx1xHxW: pixels whose (2r+1)^2 window lies inside ``mask``."""
+    return -F.max_pool2d(-mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
+
+
+def detected_subpixel_loss(
+    heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1, conf: dict
+) -> torch.Tensor:
+    """L_sub over each image's detections (``subpixel_density`` per megapixel of its best NMS
+    maxima, whatever their score), each against the window where H carries it in the other
+    image; points whose windows leave either valid area are dropped."""
+    r = int(conf["subpixel_radius"])
+    inner0, inner1 = erode(mask0, r), erode(mask1, r)
+    k = math.ceil(conf["subpixel_density"] * heat0.shape[-1] * heat0.shape[-2] / 1e6)
+    with torch.no_grad():
+        a0, _, v0 = topk_keypoints(
+            heat0.detach(), nms_mask(heat0.detach(), conf["subpixel_nms"]) & inner0, k, -math.inf
+        )
+        a1, _, v1 = topk_keypoints(
+            heat1.detach(), nms_mask(heat1.detach(), conf["subpixel_nms"]) & inner1, k, -math.inf
+        )
+        a0, v0, a1, v1 = a0[:, 0], v0[:, 0], a1[:, 0], v1[:, 0]
+        b1 = warp_points(a0, H.float()).round()  # where H carries I's detections in I_h
+        b0 = warp_points(a1, torch.linalg.inv(H.double()).float()).round()
+        valid = torch.cat([v0 & inside_mask(b1, inner1), v1 & inside_mask(b0, inner0)], 1)
+    err = refined_disagreement(heat0, heat1, torch.cat([a0, b0], 1), torch.cat([b1, a1], 1), H, r)
+    return masked_mean(torch.where(valid, err, torch.zeros_like(err)), valid)
 
 
 def log_heatmap(logits: torch.Tensor) -> torch.Tensor:
@@ -231,7 +275,11 @@ def goodpoint_loss(
     d = descriptor_losses(t, c)
     l_desc = d["gt"] + d["wrong"] + d["random"]
     l_p = l_kp + c["lambda_h"] * l_heat
-    l_sub = subpixel_loss(heat0, heat1, t, H, int(c["subpixel_radius"])) if c["lambda_sub"] else None
+    l_sub = None
+    if c["lambda_sub"] and c["subpixel_density"] > 0:
+        l_sub = detected_subpixel_loss(heat0, heat1, H, mask0.bool(), mask1.bool(), c)
+    elif c["lambda_sub"]:
+        l_sub = subpixel_loss(heat0, heat1, t, H, int(c["subpixel_radius"]))
     if l_sub is not None:
         l_p = l_p + c["lambda_sub"] * l_sub
     total = c["lambda_d"] * l_desc + c["lambda_p"] * l_p

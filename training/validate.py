@@ -23,8 +23,10 @@ def validate(model, pairs: list[dict], conf: dict) -> dict[str, float]:
     """Mean metrics over ``pairs`` (items of ``PairDataset``); leaves the model in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    old = {k: model.conf[k] for k in ("max_keypoints", "detection_threshold")}
-    model.set_detection(max_keypoints=int(conf.get("max_keypoints", 500)))
+    old = {k: model.conf[k] for k in ("max_keypoints", "detection_threshold", "min_keypoints_per_mpx")}
+    # the threshold alone (the paper's detection), whatever the run-time default, so that a run's
+    # validation history stays comparable across releases
+    model.set_detection(max_keypoints=int(conf.get("max_keypoints", 500)), min_keypoints_per_mpx=0)
     if conf.get("detection_threshold") is not None:  # e.g. MD-Net before its detector is trained
         model.set_detection(detection_threshold=float(conf["detection_threshold"]))
     per_set = int(model.conf.get("num_detectors", 1)) > 1

@@ -13,6 +13,7 @@ vectors are L2-normalised (MNN on normalised SIFT, a common convention; raw-L2 M
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,8 @@ class ClassicalExtractor:
             kps = [kps[i] for i in order]
             desc = desc[order]
         return list(kps), desc
+
+    confident_score = -math.inf  # no fill: every point is the detector's own
 
     def extract_numpy(self, image: Any) -> dict[str, np.ndarray]:
         kps, desc = self.detect_and_compute(image)

@@ -30,6 +30,12 @@ class Extractor(Protocol):
         """Detection settings ``set_detection`` accepts (``max_keypoints`` always)."""
         ...
 
+    @property
+    def confident_score(self) -> float:
+        """Points scored above this are confident; the others only fill a minimum count
+        (``min_keypoints_per_mpx``). -inf where every point counts (OpenCV front ends)."""
+        ...
+
     def set_detection(self, **kwargs: Any) -> None:
         """Change detection settings (budget, threshold, NMS...) between frames."""
         ...

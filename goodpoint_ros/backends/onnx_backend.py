@@ -218,6 +218,10 @@ class OnnxExtractor:
     def detection_keys(self) -> tuple[str, ...]:
         return self.model.detection_keys
 
+    @property
+    def confident_score(self) -> float:
+        return self.model.confident_score
+
     def set_detection(self, **kwargs: Any) -> None:
         if kwargs.get("pyramid_min_size", 0) > 0:
             raise ValueError("the onnxruntime backend does not run the multi-scale pyramid; use backend 'torch'")

@@ -55,6 +55,10 @@ class TorchExtractor:
     def detection_keys(self) -> tuple[str, ...]:
         return self.model.detection_keys
 
+    @property
+    def confident_score(self) -> float:
+        return self.model.confident_score
+
     def set_detection(self, **kwargs: Any) -> None:
         self.model.set_detection(**kwargs)
 

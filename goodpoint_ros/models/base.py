@@ -51,6 +51,12 @@ class BaseModel(nn.Module):
         self.conf = merge_conf(self.default_conf, {**(conf or {}), **kwargs})
 
     @property
+    def confident_score(self) -> float:
+        """Scores above this are the detector's own points; below it, only the
+        ``min_keypoints_per_mpx`` fill (metric odometry trusts the former: ``VisualOdometry``)."""
+        return float(self.conf["detection_threshold"])
+
+    @property
     def arch_conf(self) -> dict:
         """The part of the config that determines the weights' shapes (saved in checkpoints)."""
         return {k: v for k, v in self.conf.items() if k not in self.detection_keys}

@@ -6,7 +6,12 @@ optionally a depth image (RGB-D) or right-image keypoints with left/right matche
 
 - RGB-D / stereo (metric): 3D points of the previous frame (depth at its keypoints, or left/right
   triangulation of the rectified pair, Z = fx b / disparity) against the current 2D keypoints:
-  ``cv2.solvePnPRansac`` then Levenberg-Marquardt refinement on the inliers.
+  ``cv2.solvePnPRansac`` then Levenberg-Marquardt refinement on the inliers. Where the frames say
+  which keypoints are ``confident`` (scored above the detector's threshold, not the
+  ``min_keypoints_per_mpx`` fill) and at least ``min_confident`` correspondences join two
+  confident points, the pose comes from those alone: the fill's weak points sit 1.6 px off at the
+  median and cost metric accuracy (docs/experiments/confident_pose), while mono keeps them all,
+  since there they are what stops tracking failures.
 - Mono (up to scale): essential matrix of verified correspondences with the last keyframe
   (``geometry.verify(method="essential")`` then ``cv2.recoverPose``). A new keyframe is taken when
   the median pixel displacement exceeds ``min_parallax_px``; below it the pose is held. The scale
@@ -146,6 +151,7 @@ class _Ref:
     ids: np.ndarray | None
     pose: np.ndarray
     points: np.ndarray
+    confident: np.ndarray | None = None
 
 
 class VisualOdometry:
@@ -163,6 +169,7 @@ class VisualOdometry:
         depth_range: tuple[float, float] = (0.1, 20.0),
         max_stereo_dy: float = 1.5,
         depth_edge_ratio: float = 0.05,
+        min_confident: int = 40,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown odometry mode '{mode}' (use one of {MODES})")
@@ -174,6 +181,8 @@ class VisualOdometry:
         self.K, self.mode, self.baseline, self.D = K, mode, baseline, D
         self.min_inliers, self.ransac_px, self.min_parallax_px = min_inliers, ransac_px, min_parallax_px
         self.depth_range, self.max_stereo_dy, self.depth_edge_ratio = depth_range, max_stereo_dy, depth_edge_ratio
+        self.min_confident = min_confident
+        self._confident: np.ndarray | None = None  # the current frame's (``update``)
         self.pose = np.eye(4)
         self.covariance = np.zeros((6, 6))
         self.stats = {"frames": 0, "tracked": 0, "failures": 0, "resets": 0, "keyframes": 0}
@@ -227,13 +236,18 @@ class VisualOdometry:
         depth: np.ndarray | None = None,
         right_keypoints: np.ndarray | None = None,
         stereo_matches: np.ndarray | None = None,
+        confident: np.ndarray | None = None,
     ) -> Result:
         """Process one frame. ``matches`` (Mx2: previous index, current index) or ``track_ids`` give
-        the correspondences with the previous call's frame; the first frame needs neither."""
+        the correspondences with the previous call's frame; the first frame needs neither.
+        ``confident`` (N bool, optional): the keypoints above the detector's threshold."""
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
         ids = None if track_ids is None else np.asarray(track_ids).reshape(-1)
         if ids is not None and len(ids) != len(kp):
             raise ValueError(f"{len(ids)} track ids for {len(kp)} keypoints")
+        self._confident = None if confident is None else np.asarray(confident, dtype=bool).reshape(-1)
+        if self._confident is not None and len(self._confident) != len(kp):
+            raise ValueError(f"{len(self._confident)} confidence flags for {len(kp)} keypoints")
         points = self._frame_points(kp, depth, right_keypoints, stereo_matches)
         self.stats["frames"] += 1
         if self._ref is None:
@@ -275,7 +289,7 @@ class VisualOdometry:
         return np.stack([r[keep], m[keep, 1]], 1)
 
     def _set_reference(self, kp, ids, points) -> None:
-        self._ref = _Ref(kp, ids, self.pose.copy(), points)
+        self._ref = _Ref(kp, ids, self.pose.copy(), points, self._confident)
         self._chain = np.arange(len(kp)) if self.mode == "mono" else None
 
     def _fail(self, kp, ids, points, n_matches: int, n_inliers: int = 0) -> Result:
@@ -300,6 +314,10 @@ class VisualOdometry:
         ref = self._ref
         obj = ref.points[corr[:, 0]] if len(corr) else np.zeros((0, 3))
         valid = np.isfinite(obj).all(1)
+        if ref.confident is not None and self._confident is not None:
+            sure = valid & ref.confident[corr[:, 0]] & self._confident[corr[:, 1]]
+            if sure.sum() >= self.min_confident:
+                valid = sure
         obj, img = obj[valid], kp[corr[valid, 1]]
         if len(obj) < max(self.min_inliers, 6):
             return self._fail(kp, ids, points, len(corr))
@@ -504,9 +522,11 @@ class StreamOdometry:
         stereo: tuple[np.ndarray, np.ndarray] | None = None,
         want_tracks: bool = True,
         want_odometry: bool = True,
+        confident: np.ndarray | None = None,
     ) -> OdometryStep:
         """One frame: ``stereo`` = (right keypoints, verified left/right matches Mx2), ``depth`` a
-        metric depth image aligned with the keypoints' image. Bad calibration or depth gives
+        metric depth image aligned with the keypoints' image, ``confident`` the keypoints above
+        the detector's threshold (``VisualOdometry.update``). Bad calibration or depth gives
         state ``error`` (with the reason), never an exception: the features still go out."""
         tracks = None
         try:
@@ -515,14 +535,14 @@ class StreamOdometry:
             else:
                 if self.tracks and want_tracks:
                     tracks = self._tracks(stamp_ns, keypoints, ids, stereo, calib)
-                out = self._estimate(stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry)
+                out = self._estimate(stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry, confident)
         except (ValueError, TypeError, cv2.error) as e:  # bad camera_info or depth
             out = OdometryStep("error", error=f"{type(e).__name__}: {e}")
         out.tracks = tracks
         self.state = out.state
         return out
 
-    def _estimate(self, stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry) -> OdometryStep:
+    def _estimate(self, stamp_ns, keypoints, ids, calib, depth, stereo, want_odometry, confident) -> OdometryStep:
         if not self.odometry:
             return OdometryStep("tracks_only")
         if not want_odometry:
@@ -535,7 +555,7 @@ class StreamOdometry:
             kw["depth"] = depth
         elif self.mode == "stereo":
             kw["right_keypoints"], kw["stereo_matches"] = stereo
-        r = vo.update(keypoints, track_ids=ids, **kw)
+        r = vo.update(keypoints, track_ids=ids, confident=confident, **kw)
         self.frames += 1
         self.failures += int(not r.ok)
         self.resets += int(r.reset)

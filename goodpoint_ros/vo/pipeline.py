@@ -213,7 +213,10 @@ class FramePipeline:
         stereo = self._stereo(r, feats, ms, need_matches) if self.mode == "stereo" else None
         if depth is not None and want_odometry and depth.shape != hw:  # odometry reads depth at keypoint pixels
             depth = cv2.resize(depth, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-        r.odometry = vo.step(stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry)
+        confident = cur["scores"] > self.extractor.confident_score
+        r.odometry = vo.step(
+            stamp_ns(stamp), kp, r.track_ids, calib, depth, stereo, want_tracks, want_odometry, confident
+        )
         if r.odometry.error:
             r.warnings.append(("vo", f"odometry skipped this frame: {r.odometry.error}"))
         self._prev = (feats[0], kp, stamp, hw)
