@@ -202,7 +202,7 @@ def main_soak(args: argparse.Namespace) -> None:
     for k, size in enumerate(args.sizes):
         w, h = (int(v) for v in size.split("x"))
         params = {"model": args.model, "weights": args.weights, "device": args.device, "publish_debug_image": False,
-                  "num_threads": args.threads}  # fmt: skip
+                  "num_threads": args.threads, "min_keypoints_per_mpx": args.min_keypoints_per_mpx}  # fmt: skip
         remaps = {"image": "/bench/image", "camera_info": "/bench/camera_info"}
         node, probe = NodeProcess(args.domain + k, params, remaps), Probe(args.domain + k, parse=False)
         try:
@@ -257,6 +257,8 @@ def main() -> None:
     ap.add_argument("--lead-in", type=float, default=10.0, help="soak: seconds of camera before the first window "
                     "(the first frames of a size build oneDNN's kernels for it)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="the node's num_threads (0: its default)")
+    ap.add_argument("--min-keypoints-per-mpx", type=float, default=-1.0,
+                    help="the node's fill density (-1: the model's default, 0: the threshold alone)")  # fmt: skip
     args = ap.parse_args()
     if args.soak is not None:
         return main_soak(args)
@@ -306,7 +308,8 @@ def main() -> None:
 def start_node(args: argparse.Namespace, domain: int) -> tuple[NodeProcess, Probe]:
     """The node under test in its own process on ``domain`` (input /bench/image), and a probe."""
     params = {"model": args.model, "weights": args.weights, "device": args.device,
-              "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads}  # fmt: skip
+              "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads,
+              "min_keypoints_per_mpx": args.min_keypoints_per_mpx}  # fmt: skip
     return NodeProcess(domain, params, {"image": "/bench/image"}), Probe(domain)
 
 
