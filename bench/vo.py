@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--all-points",
         action="store_true",
-        help="metric pose from every point, not only those above the detector's threshold (the node's way)",
+        help="metric pose from every point (before 2026-12-06); default: from those above the detector's "
+        "threshold when there are enough, as the node does",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=5, help="runs per method, each with its own sensor noise")
