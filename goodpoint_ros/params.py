@@ -161,8 +161,8 @@ PARAMS: tuple[Param, ...] = (
         "detection_threshold, the best of the others (NMS maxima, by score) fill up to it, within\n"
         "max_keypoints, so that a SLAM back-end gets points on weakly textured frames (monocular VO\n"
         "fails as rarely as with ORB; the metric odometry takes its poses from the points above the\n"
-        "threshold). 0 = the threshold alone (the paper's, for pair matching); a negative value is the\n"
-        "model's default (4000 for goodpoint and goodpoint_small, 0 for mdnet).",
+        "threshold; 4000: docs/results.md). 0 = the threshold alone (the paper's); a negative value is\n"
+        "the model's default (0 for the shipped models).",
     ),
     Param(
         "pyramid_min_size",

@@ -163,9 +163,10 @@ def test_learned_front_end_through_the_same_step(seq):
 
 
 def test_learned_rgbd_odometry_is_told_which_points_are_the_fill(seq):
-    """The default fill adds points below the threshold; the pipeline flags them for the metric
-    pose (``VisualOdometry``'s ``confident``), from the extractor's own ``confident_score``."""
+    """The fill adds points below the threshold; the pipeline flags them for the metric pose
+    (``VisualOdometry``'s ``confident``), from the extractor's own ``confident_score``."""
     ex = make_extractor(model="goodpoint_small", device="cpu", precision="fp32")
+    ex.set_detection(min_keypoints_per_mpx=4000.0)
     pipe = FramePipeline(ex, "rgbd", MatchSettings(method="fundamental"))
     for i, f in enumerate(seq.frames[:3]):
         r = pipe.step([f.rgb], _stamp(i), Calibration(K=seq.K), depth=f.depth.astype(np.float32))

@@ -63,11 +63,11 @@ class GoodPoint(BaseModel):
         # > 0: an adaptive threshold: at least this many keypoints per megapixel, the best NMS
         # maxima below detection_threshold filling up to it (features.min_keypoints), so that a
         # SLAM back-end gets points on weakly textured frames too. 0: the threshold alone (paper).
-        # Deviation from the paper, on by default since the odometry estimates metric poses from
-        # the confident points only (vo.odometry): 308 points per 320x240 frame instead of ~140
-        # ends monocular VO's failures (26 -> 4 in 5 runs, ORB 4) at no RGB-D cost (ATE 0.031 ->
-        # 0.025 m); held-out pair HM falls 0.803 -> 0.712 at 640x480 (docs/decisions.md).
-        "min_keypoints_per_mpx": 4000.0,
+        # 4000 (308 points per 320x240 frame instead of ~140) ends monocular VO's failures (26 -> 4
+        # in 5 runs, ORB 4) at no RGB-D cost since the odometry takes metric poses from the
+        # confident points (ATE 0.031 -> 0.025 m), but costs pair HM (0.803 -> 0.712 held-out) and
+        # node throughput: off by default (docs/decisions.md).
+        "min_keypoints_per_mpx": 0,
     }
     detection_keys = (
         "max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius",
