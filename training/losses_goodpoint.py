@@ -213,14 +213,13 @@ def detected_subpixel_loss(
     r = int(conf["subpixel_radius"])
     inner0, inner1 = erode(mask0, r), erode(mask1, r)
     k = math.ceil(conf["subpixel_density"] * heat0.shape[-1] * heat0.shape[-2] / 1e6)
+
+    def detect(heat: torch.Tensor, inner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pts, _, found = topk_keypoints(heat, nms_mask(heat, conf["subpixel_nms"]) & inner, k, -math.inf)
+        return pts[:, 0], found[:, 0]
+
     with torch.no_grad():
-        a0, _, v0 = topk_keypoints(
-            heat0.detach(), nms_mask(heat0.detach(), conf["subpixel_nms"]) & inner0, k, -math.inf
-        )
-        a1, _, v1 = topk_keypoints(
-            heat1.detach(), nms_mask(heat1.detach(), conf["subpixel_nms"]) & inner1, k, -math.inf
-        )
-        a0, v0, a1, v1 = a0[:, 0], v0[:, 0], a1[:, 0], v1[:, 0]
+        (a0, v0), (a1, v1) = detect(heat0.detach(), inner0), detect(heat1.detach(), inner1)
         b1 = warp_points(a0, H.float()).round()  # where H carries I's detections in I_h
         b0 = warp_points(a1, torch.linalg.inv(H.double()).float()).round()
         valid = torch.cat([v0 & inside_mask(b1, inner1), v1 & inside_mask(b0, inner0)], 1)
