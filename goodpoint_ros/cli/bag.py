@@ -17,8 +17,10 @@ replaces an existing OUT. The summary line says how many frames were written and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -241,21 +243,44 @@ def _write(args: argparse.Namespace, store, pipeline, frames: Iterator, stats: d
         }
         for timestamp, header, image in frames:
             r = pipeline.step([image], stamp_of(header))
+            serialized = {}
             for name, rec in frame_records(r).items():
                 data = np.frombuffer(np.ascontiguousarray(rec).tobytes(), dtype=np.uint8)
                 msg = build_cloud(rec, header, PointCloud2, PointField, data=data)
-                writer.write(outputs[name], timestamp, store.serialize_cdr(msg, cloud_type))
-            if r.previous_keypoints is not None:
-                stats["matches"] += len(r.matches)
-                stats["inliers"] += int(r.inliers.sum())
-            stats["frames"] += 1
-            stats["keypoints"] += len(r.keypoints)
+                serialized[name] = store.serialize_cdr(msg, cloud_type)
+            with _ctrl_c_held():  # the frame's messages and its count, together or not at all
+                for name, raw in serialized.items():
+                    writer.write(outputs[name], timestamp, raw)
+                if r.previous_keypoints is not None:
+                    stats["matches"] += len(r.matches)
+                    stats["inliers"] += int(r.inliers.sum())
+                stats["frames"] += 1
+                stats["keypoints"] += len(r.keypoints)
             if args.limit and stats["frames"] >= args.limit:
                 break
     except BaseException:
         _close_and_place(writer, partial, dst, stats)  # keep the frames done, then fail
         raise
     _close_and_place(writer, partial, dst, stats)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives while one frame is written and deliver it right after, so the
+    bag and the summary's frame count agree (a Ctrl-C between the keypoints and the matches
+    message, or before the count, once left a frame in the bag that the summary did not count)."""
+    held: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: signals go elsewhere, nothing to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
 
 
 def _close_and_place(writer, partial: Path, dst: Path, stats: dict) -> None:
