@@ -40,16 +40,23 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(requested: int, cores: int | None = None) -> tuple[int, str]:
+def resolve_threads(requested: int, cores: int | None = None, spare: int = 0) -> tuple[int, str]:
     """(threads, why) for the network's CPU thread pools: ``requested`` when > 0, else every core
-    this process may use. Every core but one was the rule while rclpy's MultiThreadedExecutor
-    busy-looped on a core of its own (rclpy #1452); on the SingleThreadedExecutor the node's ROS
-    side is light, and the 640x480 soak (bench/node.py --soak, 2-core AMD EPYC, every output
-    subscribed) processed 16-17 Hz with both cores against 13 Hz with one."""
+    this process may use but ``spare`` (at least one thread).
+
+    The live node spares one core for its second stage (matching, odometry, messages), which runs
+    beside the network: a pool that wants every core waits at each layer for the thread that stage,
+    DDS or a subscriber preempted. On a 2-core Intel Xeon (``bench/node.py --soak 40 --threads 1|2``,
+    every output subscribed) one thread processed 30.0 Hz at 320x240 and 16.1 Hz at 640x480 against
+    27.9 and 13.4 Hz with two (extraction p50 22 vs 35 ms at 320x240, though two threads are 1.6x
+    faster alone); an earlier soak on a 2-core AMD EPYC had measured the reverse at 640x480 (16-17
+    vs 13 Hz), so the rule is the one that keeps 30 Hz where measured (docs/decisions.md).
+    Offline tools (goodpoint-extract, -match, -bag) run one stage and take every core."""
     if int(requested) > 0:
         return int(requested), "requested"
     cores = cores or usable_cores()
-    return cores, f"{cores} cores"
+    threads = max(1, cores - spare)
+    return threads, f"{cores} cores" + (f", {cores - threads} left to the node's output stage" if threads < cores else "")
 
 
 # glibc's mallopt(3) parameters (malloc.h) and the size of freed memory the process keeps.

@@ -115,12 +115,13 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "num_threads",
         0,
-        "CPU threads of the network (torch intra-op, onnxruntime, OpenCV); 0 = every core",
+        "CPU threads of the network (torch intra-op, onnxruntime, OpenCV); 0 = every core but one in the node, every core offline",
         min=0,
         max=1024,
         doc="CPU threads of the network (torch's intra-op pool, onnxruntime's session, OpenCV); 0 = every\n"
-        "core this process may use. On 2 cores at 640x480 30 Hz with every output subscribed: 16-17 Hz\n"
-        "processed with both, 13 Hz with one (bench/node.py --soak --threads 1|2).",
+        "core this process may use but one, left to the node's output stage (goodpoint-bag: every core).\n"
+        "On a 2-core Intel Xeon, 30 Hz, every output subscribed: one thread processed 30.0 Hz at 320x240\n"
+        "and 16.1 Hz at 640x480, two 27.9 and 13.4 Hz (bench/node.py --soak 40 --threads 1|2).",
     ),
     Param("max_keypoints", 1000, "keypoints per image, best scores first", dynamic=True, min=1, max=100_000),
     Param(

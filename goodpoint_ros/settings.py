@@ -101,11 +101,11 @@ class ExtractorSettings:
                 return name, problem
         return None
 
-    def build(self) -> tuple[Frontend, str]:
+    def build(self, spare_cores: int = 0) -> tuple[Frontend, str]:
         """The front end with these settings applied, and a note on the threads it was given.
 
         Sets the process-wide thread pools (torch intra-op, OpenCV) to ``num_threads`` (0: every
-        core this process may use). Every failure is one ``StartupError`` naming the parameter
+        core this process may use but ``spare_cores``; ``device.resolve_threads``). Every failure is one ``StartupError`` naming the parameter
         to blame (an old torch, a missing package, unreadable weights, a backend failure)."""
         problem = torch_problem()
         if problem:
@@ -120,7 +120,7 @@ class ExtractorSettings:
         from goodpoint_ros.device import resolve_threads
 
         v = self.values
-        threads, why = resolve_threads(int(v["num_threads"]))
+        threads, why = resolve_threads(int(v["num_threads"]), spare=spare_cores)
         torch.set_num_threads(threads)  # process-wide pools: the network's only
         cv2.setNumThreads(threads)
         onnx = registry.is_learned(v["model"]) and registry.backend(v["backend"]).name != "torch"

@@ -259,13 +259,17 @@ def test_forced_bf16_without_the_units_warns_but_runs(photo, monkeypatch, caplog
     assert len(ex.extract(photo[:96, :128])["scores"]) > 10
 
 
-def test_threads_take_every_core_unless_asked():
+def test_threads_take_every_core_but_the_spared_unless_asked():
     from goodpoint_ros.device import resolve_threads, usable_cores
 
     assert resolve_threads(0, cores=2) == (2, "2 cores")
     assert resolve_threads(0, cores=8)[0] == 8 and resolve_threads(0, cores=1)[0] == 1
     assert resolve_threads(3, cores=2) == (3, "requested")
     assert resolve_threads(0)[0] == usable_cores()
+    # the node spares a core for its output stage, never the last one; a request is kept as asked
+    assert resolve_threads(0, cores=2, spare=1) == (1, "2 cores, 1 left to the node's output stage")
+    assert resolve_threads(0, cores=8, spare=1)[0] == 7 and resolve_threads(0, cores=1, spare=1)[0] == 1
+    assert resolve_threads(2, cores=2, spare=1) == (2, "requested")
 
 
 def test_keep_freed_memory_applies_once_on_glibc():

@@ -105,7 +105,8 @@ class ExtractorNode(Node):
         self._started = time.monotonic()
         super().__init__(NODE_NAME, **kwargs)  # the launch file may rename it
         self.params = p = self._declare_parameters()  # StartupError names a bad one
-        self.frontend, threads_note = ExtractorSettings.from_params(p).build()  # the one settings path
+        settings = ExtractorSettings.from_params(p)  # the one settings path
+        self.frontend, threads_note = settings.build(spare_cores=1)  # a core for the output stage
         self.get_logger().info(threads_note)
         self.extractor = self.frontend.extractor
         self.model_name = str(p["model"])
