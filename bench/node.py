@@ -48,6 +48,7 @@ from goodpoint_ros.node.launch_logic import apply_fastdds_profile
 apply_fastdds_profile()
 
 from goodpoint_ros.io.image_files import sample_photo  # noqa: E402
+from goodpoint_ros.params import TABLE  # noqa: E402
 from goodpoint_ros.ros.conversions import numpy_to_image  # noqa: E402
 from goodpoint_ros.ros.player import camera_info, camera_sequence  # noqa: E402
 
@@ -257,8 +258,8 @@ def main() -> None:
     ap.add_argument("--lead-in", type=float, default=10.0, help="soak: seconds of camera before the first window "
                     "(the first frames of a size build oneDNN's kernels for it)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="the node's num_threads (0: its default)")
-    ap.add_argument("--min-keypoints-per-mpx", type=float, default=-1.0,
-                    help="the node's fill density (-1: the model's default, 0: the threshold alone)")  # fmt: skip
+    ap.add_argument("--min-keypoints-per-mpx", type=float, default=TABLE["min_keypoints_per_mpx"].default,
+                    help="the node's fill density (default: the node's; -1: the model's, 0: the threshold alone)")  # fmt: skip
     args = ap.parse_args()
     if args.soak is not None:
         return main_soak(args)

@@ -56,7 +56,9 @@ def resolve_threads(requested: int, cores: int | None = None, spare: int = 0) ->
         return int(requested), "requested"
     cores = cores or usable_cores()
     threads = max(1, cores - spare)
-    return threads, f"{cores} cores" + (f", {cores - threads} left to the node's output stage" if threads < cores else "")
+    return threads, f"{cores} cores" + (
+        f", {cores - threads} left to the node's output stage" if threads < cores else ""
+    )
 
 
 # glibc's mallopt(3) parameters (malloc.h) and the size of freed memory the process keeps.

@@ -91,3 +91,30 @@ def test_launch_overrides_are_table_parameters_and_quote_their_defaults():
     for name in OVERRIDES:
         assert name in TABLE and args[name].default == ""  # empty: the params file decides
         assert repr(DEFAULTS[name]) in args[name].description
+
+
+def test_node_fills_sparse_frames_while_the_offline_tools_keep_the_models_detection(tmp_path, capsys):
+    # The node (and goodpoint-bag, the node offline) feeds odometry and tracks: its default fills a
+    # 320x240 frame to 4000 points per megapixel. goodpoint-extract / -match keep the model's own
+    # detection (the threshold alone), which pairs and COLMAP prefer (docs/decisions.md).
+    import cv2
+
+    from goodpoint_ros.cli.bag import parse_args
+    from goodpoint_ros.cli.extract import main as extract_main
+    from goodpoint_ros.io.image_files import sample_photo
+    from goodpoint_ros.settings import EXTRACTOR_KEYS, ExtractorSettings, params_from_args
+
+    photo = cv2.resize(sample_photo("astronaut"), (320, 240))
+    node = {k: DEFAULTS[k] for k in EXTRACTOR_KEYS} | {"device": "cpu", "precision": "fp32"}
+    bag = params_from_args(
+        parse_args(["in", "out", "--topic", "/image", "--device", "cpu", "--precision", "fp32"]), EXTRACTOR_KEYS
+    )
+    assert bag == node
+    n_node = len(ExtractorSettings.from_params(node).build()[0].extractor.extract(photo)["keypoints"])
+    threshold_alone = ExtractorSettings.from_params(node | {"min_keypoints_per_mpx": 0.0}).build()[0].extractor
+    n_threshold = len(threshold_alone.extract(photo)["keypoints"])
+    assert n_node >= 300 > 2 * n_threshold  # here 308 and 144
+    cv2.imwrite(str(tmp_path / "a.png"), photo[:, :, ::-1])
+    assert extract_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "a.npz"), "--device", "cpu",
+                         "--precision", "fp32"]) == 0  # fmt: skip
+    assert f"{n_threshold} keypoints" in capsys.readouterr().out

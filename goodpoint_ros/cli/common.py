@@ -19,9 +19,14 @@ from goodpoint_ros.settings import EXTRACTOR_KEYS, ExtractorSettings, add_argume
 FRONT_END_FLAGS = (*EXTRACTOR_KEYS, "max_pixels")
 
 
+# Features for matching pairs and offline mapping: the model's own detection (the threshold alone
+# for the shipped models), not the node's odometry fill (params.py, docs/decisions.md).
+OFFLINE_DEFAULTS = {"min_keypoints_per_mpx": -1.0}
+
+
 def add_front_end_args(parser: argparse.ArgumentParser) -> None:
     """The node's front-end parameters as flags (``--threshold`` is ``--detection-threshold``)."""
-    add_arguments(parser, FRONT_END_FLAGS, aliases={"detection_threshold": ["--threshold"]})
+    add_arguments(parser, FRONT_END_FLAGS, OFFLINE_DEFAULTS, aliases={"detection_threshold": ["--threshold"]})
 
 
 def build_front_end(args: argparse.Namespace) -> Any:
