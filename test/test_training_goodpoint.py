@@ -58,6 +58,25 @@ def test_heatmap_loss_without_blur_punishes_a_one_pixel_offset_more():
     assert raw > 2 * blurred > 0
 
 
+def test_heatmap_power_weighs_the_weak_maxima():
+    """``loss.heatmap_power`` < 1 compares P^power: aligned maps still cost 0, and a weak maximum
+    (P = 1e-3, the fill's kind of point) one pixel off costs a much larger share of what a strong
+    one costs than on P itself; the gradient stays finite where P is 0."""
+    H, mask = torch.eye(3)[None], torch.ones(1, 1, 32, 32)
+
+    def cost(value: float, power: float) -> float:
+        heat = torch.zeros(1, 1, 32, 32)
+        heat[..., 16, 16] = value
+        return float(heatmap_loss(heat, torch.roll(heat, 1, dims=3), H, mask, mask, blur=False, power=power))
+
+    assert float(heatmap_loss(torch.rand(1, 1, 32, 32).pow(3), torch.zeros(1, 1, 32, 32), H, mask, mask, power=0.5)) > 0
+    weak_share = {p: cost(1e-3, p) / cost(1.0, p) for p in (1.0, 0.5)}
+    assert weak_share[1.0] == pytest.approx(1e-6, rel=1e-3) and weak_share[0.5] > 500 * weak_share[1.0]
+    heat = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    heatmap_loss(heat, torch.rand(1, 1, 32, 32), H, mask, mask, power=0.5).backward()
+    assert torch.isfinite(heat.grad).all()
+
+
 def test_targets_on_a_hand_made_pair():
     """Peaks in I and the same peaks moved by H in I_h: the targets are exactly those peaks;
     a point projected out of the image and a point whose descriptor disagrees are dropped."""

@@ -39,6 +39,10 @@ Deviations and choices the paper leaves open (all configurable):
   budget adds are never agreeing pairs, so the pair-only term leaves them 1.6 px off. Tried at
   4000 per megapixel: it sharpened the confident points and not the weak ones
   (docs/experiments/subpixel_loss, section 3).
+- Addition, not in the paper: ``heatmap_power`` (1 = the paper's) compares P^power in Eq. 4.
+  On P itself a maximum of 1e-3 (the kind the fill keeps below the threshold) weighs a millionth
+  of a confident one, so nothing asks the weak maxima to move with the image; with power 0.5 it
+  weighs about a thousandth (docs/experiments/confident_pose, section 6).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ DEFAULT_CONF = {
     "theta_dist": 4.0,
     "wrong_dist": 7.0,  # paper: "distgeom > 7"
     "blur": True,  # Eq. 4's blr(); false compares the raw heatmaps (a side-by-side probe, see the docstring)
+    "heatmap_power": 1.0,  # Eq. 4 compares P^power (not in the paper; see the docstring); 1: the paper's
     "lambda_sub": 0.0,  # weight of L_sub (not in the paper; see the docstring); 0: off
     "subpixel_radius": 2,  # L_sub's soft-argmax window, as the models' inference default
     "subpixel_density": 0.0,  # > 0: L_sub over the detected points (per megapixel); 0: agreeing pairs
@@ -164,11 +169,13 @@ def blr(x: torch.Tensor) -> torch.Tensor:
 
 
 def heatmap_loss(
-    heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1, blur: bool = True
+    heat0: torch.Tensor, heat1: torch.Tensor, H: torch.Tensor, mask0, mask1, blur: bool = True, power: float = 1.0
 ) -> torch.Tensor:
     """Eq. 4 without lambda_h: mean over the I_h mask of (blr(warp(P)) - blr(P_h))^2 (no blr
-    when ``blur`` is false)."""
+    when ``blur`` is false), on P^``power`` (1: the paper's)."""
     warped = warp_dense(heat0, H, heat1.shape[-2:])
+    if power != 1.0:  # floor 1e-6: the gradient of P^power stays finite where P is 0
+        warped, heat1 = warped.clamp_min(1e-6) ** power, heat1.clamp_min(1e-6) ** power
     mask = warp_valid(mask0, H, heat1.shape[-2:]) & mask1.bool()
     # the blur reads one pixel around: keep only pixels whose 3x3 neighbourhood is valid (the same
     # mask without the blur, so that the two settings average over the same pixels)
@@ -271,7 +278,7 @@ def goodpoint_loss(
     l_kp = -0.5 * (
         masked_mean(gather_map(logp0, t["target0"]), good) + masked_mean(gather_map(logp1, t["target1"]), good)
     )
-    l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1, blur=bool(c["blur"]))
+    l_heat = heatmap_loss(heat0, heat1, H, mask0, mask1, blur=bool(c["blur"]), power=float(c["heatmap_power"]))
     d = descriptor_losses(t, c)
     l_desc = d["gt"] + d["wrong"] + d["random"]
     l_p = l_kp + c["lambda_h"] * l_heat
