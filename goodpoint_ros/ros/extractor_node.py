@@ -206,6 +206,7 @@ class ExtractorNode(Node):
             f"goodpoint_extractor ready: model={self.model_name} device={self.device_name} mode={self.mode} "
             f"input={'compressed' if p['compressed'] else 'raw'} qos={p['qos']} "
             + " ".join(f"{t}:{r}" for t, r in self.input_qos.items())
+            + f" confident_score>{self.extractor.confident_score:g}"  # the fill's points score below
         )
 
     def _resolve(self, name: str) -> str:
