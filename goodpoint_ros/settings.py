@@ -105,8 +105,9 @@ class ExtractorSettings:
         """The front end with these settings applied, and a note on the threads it was given.
 
         Sets the process-wide thread pools (torch intra-op, OpenCV) to ``num_threads`` (0: every
-        core this process may use but ``spare_cores``; ``device.resolve_threads``). Every failure is one ``StartupError`` naming the parameter
-        to blame (an old torch, a missing package, unreadable weights, a backend failure)."""
+        core this process may use but ``spare_cores``; ``device.resolve_threads``). Every failure
+        is one ``StartupError`` naming the parameter to blame (an old torch, a missing package,
+        unreadable weights, a backend failure)."""
         problem = torch_problem()
         if problem:
             raise StartupError(None, problem)
