@@ -177,8 +177,9 @@ PARAMS: tuple[Param, ...] = (
         max=4096,
         doc="Multi-scale extraction (the MD-Net paper's, for both models): the network also runs on the\n"
         "image scaled by 1/sqrt(2), 1/2, ... while the short side stays at least this many pixels; the\n"
-        "levels' keypoints are merged (a corner found twice is kept once) within max_keypoints. 0 = one\n"
-        "scale; a negative value is the model's default. Torch backend only; costs up to ~2x the network.",
+        "levels' keypoints are merged by score within max_keypoints, a corner found on two levels kept on\n"
+        "both (each level's descriptor matches a view zoomed to that scale). 0 = one scale; a negative\n"
+        "value is the model's default. Torch backend only; costs up to ~2x the network.",
     ),
     Param(
         "input_mode",

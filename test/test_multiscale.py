@@ -52,23 +52,40 @@ def _level(points: list[tuple[float, float]], scores: list[float], detector: lis
 
 
 @pytest.mark.parametrize("name", ["goodpoint_small", "mdnet_small"])
-def test_levels_merge_without_duplicates_and_within_the_budget(name: str) -> None:
-    """A corner found on two levels is kept once (the higher score); points of one level never
-    suppress each other here (NMS did that already); the budget is shared per detector set."""
+def test_levels_merge_by_score_within_the_budget_keeping_a_corner_on_each_level(name: str) -> None:
+    """A corner found on two levels keeps both copies (each level's descriptor is what matches a
+    view zoomed to that scale); the budget is shared per detector set, best scores first."""
     from goodpoint_ros.models import build_model
 
     model = build_model(name)
     sets = int(model.conf.get("num_detectors", 1))
-    model.set_detection(max_keypoints=2 * sets, pyramid_min_size=256)
+    model.set_detection(max_keypoints=2 * sets, pyramid_min_size=256, detection_threshold=0.0)
     det = [d % sets for d in range(4)]
     fine = _level([(10.0, 10.0), (18.0, 10.0), (50.0, 50.0), (90.0, 20.0)], [0.9, 0.8, 0.3, 0.2], det)
     coarse = _level([(10.5, 11.0), (70.0, 70.0)], [0.95, 0.5], [det[0], det[1]])
-    merged = model.merge_scales([fine, coarse])
+    merged = model.merge_scales([fine, coarse], 100 * 100)
     kept = [tuple(round(v, 1) for v in k.tolist()) for k in merged["keypoints"]]
-    # (10, 10) is the coarse corner again: the better of the two stays; budget 2 per detector set
-    expected = [(10.5, 11.0), (18.0, 10.0)] if sets == 1 else [(10.5, 11.0), (18.0, 10.0), (70.0, 70.0), (50.0, 50.0)]
+    # (10, 10) is the coarse corner (10.5, 11) again: both stay; budget 2 per detector set
+    expected = [(10.5, 11.0), (10.0, 10.0)] if sets == 1 else [(10.5, 11.0), (10.0, 10.0), (18.0, 10.0), (70.0, 70.0)]
     assert kept == expected
     assert torch.all(merged["scores"][:-1] >= merged["scores"][1:])
+    assert merged["descriptors"].shape == (len(expected), 8)
+
+
+def test_the_fill_below_the_threshold_is_counted_over_the_image_not_per_level() -> None:
+    """Each level fills to the density on its own area; merged, the image keeps every point above
+    the threshold and only the best others up to the density of the whole image."""
+    from goodpoint_ros.models import build_model
+
+    model = build_model("goodpoint_small")
+    model.set_detection(max_keypoints=100, pyramid_min_size=256, detection_threshold=0.5, min_keypoints_per_mpx=400)
+    # a 100x100 image: 400 per megapixel is 4 points; 3 above the threshold, 6 fill candidates
+    fine = _level([(i * 10.0, 5.0) for i in range(6)], [0.9, 0.8, 0.4, 0.3, 0.2, 0.1])
+    coarse = _level([(i * 10.0, 50.0) for i in range(3)], [0.7, 0.35, 0.25])
+    merged = model.merge_scales([fine, coarse], 100 * 100)
+    assert merged["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.4])
+    model.set_detection(min_keypoints_per_mpx=0)
+    assert merged["scores"].numel() == 4 and model.merge_scales([fine, coarse], 100 * 100)["scores"].numel() == 3
 
 
 def test_goodpoint_runs_on_a_pyramid() -> None:

@@ -93,10 +93,11 @@ def test_launch_overrides_are_table_parameters_and_quote_their_defaults():
         assert repr(DEFAULTS[name]) in args[name].description
 
 
-def test_node_fills_sparse_frames_while_the_offline_tools_keep_the_models_detection(tmp_path, capsys):
-    # The node (and goodpoint-bag, the node offline) feeds odometry and tracks: its default fills a
-    # 320x240 frame to 4000 points per megapixel. goodpoint-extract / -match keep the model's own
-    # detection (the threshold alone), which pairs and COLMAP prefer (docs/decisions.md).
+def test_node_fills_sparse_frames_while_the_offline_tools_keep_the_models_detection_on_a_pyramid(tmp_path, capsys):
+    # The node (and goodpoint-bag, the node offline) feeds odometry and tracks at 30 Hz: its default
+    # fills a 320x240 frame to 4000 points per megapixel, at one scale. goodpoint-extract / -match
+    # keep the model's own detection (the threshold alone), which pairs and COLMAP prefer, on an
+    # image pyramid for scale changes (docs/decisions.md).
     import cv2
 
     from goodpoint_ros.cli.bag import parse_args
@@ -110,11 +111,18 @@ def test_node_fills_sparse_frames_while_the_offline_tools_keep_the_models_detect
         parse_args(["in", "out", "--topic", "/image", "--device", "cpu", "--precision", "fp32"]), EXTRACTOR_KEYS
     )
     assert bag == node
-    n_node = len(ExtractorSettings.from_params(node).build()[0].extractor.extract(photo)["keypoints"])
-    threshold_alone = ExtractorSettings.from_params(node | {"min_keypoints_per_mpx": 0.0}).build()[0].extractor
-    n_threshold = len(threshold_alone.extract(photo)["keypoints"])
+
+    def count(p: dict) -> int:
+        return len(ExtractorSettings.from_params(p).build()[0].extractor.extract(photo)["keypoints"])
+
+    n_node, n_threshold = count(node), count(node | {"min_keypoints_per_mpx": 0.0})
+    n_offline = count(node | {"min_keypoints_per_mpx": 0.0, "pyramid_min_size": 160})
     assert n_node >= 300 > 2 * n_threshold  # here 308 and 144
+    assert n_offline > n_threshold  # here 225: the second level's points join the first's
     cv2.imwrite(str(tmp_path / "a.png"), photo[:, :, ::-1])
     assert extract_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "a.npz"), "--device", "cpu",
                          "--precision", "fp32"]) == 0  # fmt: skip
+    assert f"{n_offline} keypoints" in capsys.readouterr().out
+    assert extract_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "a.npz"), "--device", "cpu",
+                         "--precision", "fp32", "--pyramid-min-size", "0"]) == 0  # fmt: skip
     assert f"{n_threshold} keypoints" in capsys.readouterr().out

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from goodpoint_ros.models.features import fill_mask, min_keypoints
+
 
 def merge_conf(default: dict, user: dict | None) -> dict:
     """Recursively merge ``user`` into a copy of ``default``; unknown keys are an error."""
@@ -82,30 +84,30 @@ class BaseModel(nn.Module):
             s /= math.sqrt(2.0)
         return scales
 
-    def merge_scales(self, feats: list[dict]) -> dict:
+    def merge_scales(self, feats: list[dict], area: int) -> dict:
         """One image's features from its per-level features (keypoints already in the original
-        image's pixels): the best points of each detector set across levels, the budget shared.
+        image's pixels, ``area`` its pixel count): the best points of each detector set across
+        levels, the budget shared; with ``min_keypoints_per_mpx`` the points above the threshold
+        and the best others up to that density of the image (each level's own fill is only a
+        candidate pool, or the levels together would fill 1.9x the density).
 
-        A corner seen on two levels would be kept twice (two descriptors of one point, a wasted
-        slot and an ambiguous match), so a point within the coarser level's NMS radius (in the
-        original pixels) of a higher-scoring point of another level is dropped first."""
+        A corner found on several levels is kept on each: its descriptors differ from level to
+        level (cosine similarity mostly below 0.9), and the coarse one is what matches the same
+        corner in a zoomed view. Dropping the lower-scoring copies, as this did until 2026-12-07,
+        cost zoomed training pairs HM(rep,MMA,H)@3 0.64 -> 0.45 (docs/experiments/pyramid_merge)."""
         if len(feats) == 1:
             return feats[0]
         allf = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
-        level = torch.cat([torch.full((len(f["scores"]),), i, device=f["scores"].device) for i, f in enumerate(feats)])
-        kpts, scores, det = allf["keypoints"], allf["scores"], allf["detector"]
-        radius = max(float(self.conf.get("nms_radius", 0)), 1.0)
-        coarser = torch.maximum(level[None, :], level[:, None]).float()  # level i has scale 2^(-i/2)
-        near = torch.cdist(kpts, kpts) <= radius * torch.pow(2.0, coarser / 2)
-        beaten = near & (scores[None, :] > scores[:, None]) & (level[None, :] != level[:, None])
-        beaten &= det[None, :] == det[:, None]
-        alive = torch.nonzero(~beaten.any(dim=1)).squeeze(1)
+        scores, det = allf["scores"], allf["detector"]
         sets = int(self.conf.get("num_detectors", 1))
         per_set = int(self.conf["max_keypoints"]) // sets
+        fill = min_keypoints(self.conf, area, sets)
         keep = []
         for d in range(sets):  # N is small (1-8): a loop over sets, not points
-            idx = alive[det[alive] == d]
-            keep.append(idx[torch.argsort(scores[idx], descending=True)[:per_set]])
+            idx = torch.nonzero(det == d).squeeze(1)
+            idx = idx[torch.argsort(scores[idx], descending=True)]
+            idx = idx[fill_mask(scores[idx], self.conf["detection_threshold"], fill)]
+            keep.append(idx[:per_set])
         keep = torch.cat(keep)
         keep = keep[torch.argsort(scores[keep], descending=True)]
         return {k: v[keep] for k, v in allf.items()}

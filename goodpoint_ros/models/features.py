@@ -329,7 +329,7 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precisio
             for f in feats:
                 f["keypoints"] = rescale_keypoints(f["keypoints"], sb.shape[-2:], batch.shape[-2:])
         per_scale.append(feats)
-    return [model.merge_scales([p[i] for p in per_scale]) for i in range(len(sizes))]
+    return [model.merge_scales([p[i] for p in per_scale], int(sizes[i].prod())) for i in range(len(sizes))]
 
 
 def to_numpy(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
