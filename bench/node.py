@@ -203,7 +203,8 @@ def main_soak(args: argparse.Namespace) -> None:
     for k, size in enumerate(args.sizes):
         w, h = (int(v) for v in size.split("x"))
         params = {"model": args.model, "weights": args.weights, "device": args.device, "publish_debug_image": False,
-                  "num_threads": args.threads, "min_keypoints_per_mpx": args.min_keypoints_per_mpx}  # fmt: skip
+                  "num_threads": args.threads, "min_keypoints_per_mpx": args.min_keypoints_per_mpx,
+                  "pyramid_min_size": args.pyramid_min_size}  # fmt: skip
         remaps = {"image": "/bench/image", "camera_info": "/bench/camera_info"}
         node, probe = NodeProcess(args.domain + k, params, remaps), Probe(args.domain + k, parse=False)
         try:
@@ -260,6 +261,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="the node's num_threads (0: its default)")
     ap.add_argument("--min-keypoints-per-mpx", type=float, default=TABLE["min_keypoints_per_mpx"].default,
                     help="the node's fill density (default: the node's; -1: the model's, 0: the threshold alone)")  # fmt: skip
+    ap.add_argument("--pyramid-min-size", type=int, default=TABLE["pyramid_min_size"].default,
+                    help="the node's image pyramid (default: the node's, one scale; e.g. 160)")  # fmt: skip
     args = ap.parse_args()
     if args.soak is not None:
         return main_soak(args)
@@ -310,7 +313,7 @@ def start_node(args: argparse.Namespace, domain: int) -> tuple[NodeProcess, Prob
     """The node under test in its own process on ``domain`` (input /bench/image), and a probe."""
     params = {"model": args.model, "weights": args.weights, "device": args.device,
               "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads,
-              "min_keypoints_per_mpx": args.min_keypoints_per_mpx}  # fmt: skip
+              "min_keypoints_per_mpx": args.min_keypoints_per_mpx, "pyramid_min_size": args.pyramid_min_size}  # fmt: skip
     return NodeProcess(domain, params, {"image": "/bench/image"}), Probe(domain)
 
 
