@@ -31,7 +31,7 @@ from goodpoint_ros.params import DEFAULT_IF_NEGATIVE, DEFAULTS, TABLE, first_pro
 EXTRACTOR_KEYS = (
     "model", "weights", "backend", "device", "precision", "num_threads",
     "max_keypoints", "detection_threshold", "nms_radius", "subpixel_radius", "min_keypoints_per_mpx",
-    "pyramid_min_size",
+    "pyramid_min_size", "pyramid_levels_up",
 )  # fmt: skip
 MATCH_KEYS = ("match_ratio", "match_max_distance", "verification_method", "verification_threshold")
 PIPELINE_KEYS = (

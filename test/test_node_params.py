@@ -164,13 +164,14 @@ def test_negative_restores_the_models_default_at_run_time(cls, photo):
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(n)
     try:
-        # pyramid_min_size is read-only (fixed at start: test_settings covers its -1)
+        # the pyramid's two are read-only (fixed at start: test_settings covers their -1)
         assert set(DEFAULT_IF_NEGATIVE) == {
             "detection_threshold",
             "nms_radius",
             "subpixel_radius",
             "min_keypoints_per_mpx",
             "pyramid_min_size",
+            "pyramid_levels_up",
         }
         conf = n.extractor.model.conf
         defaults = {k: conf[k] for k in DEFAULT_IF_NEGATIVE}

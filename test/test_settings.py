@@ -109,5 +109,8 @@ def test_pyramid_parameter_reaches_the_model_and_minus_one_restores_it():
     ).build()
     model = frontend.extractor.model
     assert model.pyramid_scales(480, 640) == pytest.approx([1.0, 2**-0.5, 0.5, 2**-1.5])
-    frontend.apply({"pyramid_min_size": -1})
+    frontend.apply({"pyramid_min_size": 160, "pyramid_levels_up": 1})  # one level enlarged by sqrt(2)
+    assert model.pyramid_scales(480, 640) == pytest.approx([2**0.5, 1.0, 2**-0.5, 0.5, 2**-1.5])
+    assert model.pyramid_scales(480, 640)[1] == 1.0  # exactly: the input level runs without resizing
+    frontend.apply({"pyramid_min_size": -1, "pyramid_levels_up": -1})
     assert model.pyramid_scales(480, 640) == [1.0]

@@ -20,11 +20,12 @@ FRONT_END_FLAGS = (*EXTRACTOR_KEYS, "max_pixels")
 
 
 # Features for matching pairs and offline mapping: the model's own detection (the threshold alone
-# for the shipped models), not the node's odometry fill, on an image pyramid down to a 160-px short
-# side, which the node cannot afford at 30 Hz: held-out pairs HM(rep,MMA,H)@3 0.803 -> 0.856, zoomed
-# 0.148 -> 0.561, for about 2x the time (docs/decisions.md). ``--pyramid-min-size 0``: one scale,
-# which the onnxruntime backend needs.
-OFFLINE_DEFAULTS = {"min_keypoints_per_mpx": -1.0, "pyramid_min_size": 160}
+# for the shipped models), not the node's odometry fill, on an image pyramid from sqrt(2) x the
+# image down to a 160-px short side, which the node cannot afford at 30 Hz. Held-out pairs at
+# 640x480 against one scale: HM(rep,MMA,H)@3 0.803 -> 0.856, MMA@1 0.582 -> 0.657 (SIFT 0.640),
+# zoomed 1.5-2.5x 0.148 -> 0.609 (SIFT 0.576), for about 4x the time (docs/decisions.md).
+# ``--pyramid-min-size 0``: one scale, which the onnxruntime backend needs.
+OFFLINE_DEFAULTS = {"min_keypoints_per_mpx": -1.0, "pyramid_min_size": 160, "pyramid_levels_up": 1}
 
 
 def add_front_end_args(parser: argparse.ArgumentParser) -> None:

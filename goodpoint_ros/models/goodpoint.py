@@ -60,6 +60,9 @@ class GoodPoint(BaseModel):
         # > 0: a sqrt(2) image pyramid down to this short side (BaseModel.pyramid_scales); 0: one
         # scale, as in the GoodPoint paper. Borrowed from the MD-Net paper (VI.B) for scale changes.
         "pyramid_min_size": 0,
+        # Pyramid levels above the input scale (each sqrt(2) larger), as SIFT's first octave doubles
+        # the image: finer positions (BaseModel.pyramid_scales). Only with pyramid_min_size > 0.
+        "pyramid_levels_up": 0,
         # > 0: an adaptive threshold: at least this many keypoints per megapixel, the best NMS
         # maxima below detection_threshold filling up to it (features.min_keypoints), so that a
         # SLAM back-end gets points on weakly textured frames too. 0: the threshold alone (paper).
@@ -71,7 +74,7 @@ class GoodPoint(BaseModel):
     }
     detection_keys = (
         "max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius",
-        "pyramid_min_size", "min_keypoints_per_mpx",
+        "pyramid_min_size", "pyramid_levels_up", "min_keypoints_per_mpx",
     )  # fmt: skip
 
     def __init__(self, conf: dict | None = None, **kwargs) -> None:

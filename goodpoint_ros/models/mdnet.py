@@ -44,6 +44,7 @@ class MDNet(BaseModel):
         "nms_radius": 3,
         "remove_borders": 4,
         "pyramid_min_size": 0,  # > 0: sqrt(2) pyramid down to this short side (the paper's VI.B: 256)
+        "pyramid_levels_up": 0,  # pyramid levels above the input scale (not the paper's: BaseModel.pyramid_scales)
         "subpixel_radius": 2,  # local soft-argmax over a (2r+1)^2 window (features.refine_keypoints); 0: off
         "min_keypoints_per_mpx": 0,  # > 0: keep at least this density below the threshold (features.min_keypoints)
     }
@@ -53,6 +54,7 @@ class MDNet(BaseModel):
         "nms_radius",
         "remove_borders",
         "pyramid_min_size",
+        "pyramid_levels_up",
         "subpixel_radius",
         "min_keypoints_per_mpx",
     )
