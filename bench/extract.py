@@ -1,7 +1,7 @@
 """Extraction and matching speed, our models vs OpenCV, in one run on the same real photos.
 
     .venv/bin/python bench/extract.py [--sizes 320x240 640x480] [--repeat 3] [--backends torch,onnxruntime]
-        [--precisions fp32,bf16,int8] [--pyramid-min-size 160]
+        [--precisions fp32,bf16,int8] [--pyramid-min-size 160 [--pyramid-levels-up 0 1]]
 
 - Per image size, per method: median wall time per image (numpy uint8 in, features on the host
   out) over ``--images`` x ``--repeat`` runs after one warm-up, and the ratio to ORB and to SIFT.
@@ -9,7 +9,7 @@
   threshold is then 0 so every method fills the same budget, ``--max-keypoints``), once per
   backend and precision side by side (torch: fp32, bf16, fp16 autocast; onnxruntime: fp32, int8;
   other pairs are skipped with one note), and with ``--pyramid-min-size`` on the torch backend
-  again on an image pyramid (the offline tools' default: 160). The CPU model, its bf16/AMX flags and what
+  again on image pyramids (the offline tools' default: 160, 1 level up). The CPU model, its bf16/AMX flags and what
   ``precision: auto`` picks on it head the output.
 - Torch backend: per-stage breakdown of the same runs: input preparation (``prepare_image`` +
   padding), network (``model(batch)`` under the precision) and post-processing (``model.detect``:
@@ -137,11 +137,12 @@ def bench_extraction(args, images: list[np.ndarray], size: tuple[int, int], note
                 row = run_method(f"{name} [{backend} {precision}]", fn, ims, args.repeat, staged)
                 row["weights"] = why
                 rows.append(row)
-                for short_side in args.pyramid_min_size if backend == "torch" else ():  # the same model on a pyramid
-                    ex.set_detection(pyramid_min_size=short_side)
-                    label = f"{name} [{backend} {precision}, pyramid {short_side}]"
+                pyramids = [(m, u) for m in args.pyramid_min_size for u in args.pyramid_levels_up]
+                for short_side, up in pyramids if backend == "torch" else ():  # the same model on a pyramid
+                    ex.set_detection(pyramid_min_size=short_side, pyramid_levels_up=up)
+                    label = f"{name} [{backend} {precision}, pyramid {short_side}, {up} up]"
                     rows.append({**run_method(label, ex.extract_numpy, ims, args.repeat, False), "weights": why})
-                    ex.set_detection(pyramid_min_size=0)
+                    ex.set_detection(pyramid_min_size=0, pyramid_levels_up=0)
     ref = {r["method"]: r["total_ms"] for r in rows}
     for r in rows:
         r["x_orb"] = r["total_ms"] / ref["orb"] if "orb" in ref else float("nan")
@@ -322,6 +323,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--pyramid-min-size", type=int, nargs="*", default=[],
         help="also time each torch model on an image pyramid down to these short sides (e.g. 160)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pyramid-levels-up", type=int, nargs="+", default=[0, 1],
+        help="with --pyramid-min-size: pyramid levels above the input scale to time (0, 1: both)",
     )  # fmt: skip
     p.add_argument(
         "--match-keypoints", type=int, nargs="+", default=[500, 1000, 2000], help="budgets M of the matching bench"
