@@ -214,8 +214,10 @@ def test_4k_burst_warns_that_the_model_falls_behind_and_memory_comes_back(mono, 
     after = node_memory_mb(node)["VmRSS"]
     print(f"RSS {base:.0f} MB before the 4K burst, {after:.0f} MB after")
     # measured: 430 -> 541 MB (before this change: 442 -> 1313 MB, still 1289 MB 30 s later). What
-    # stays is the DDS reader's history, reallocated to the 25 MB samples (5 deep), not the model's.
-    assert after - base < 200, (base, after)
+    # stays is the DDS reader's history, reallocated to the 25 MB samples (5 deep), not the model's,
+    # plus heap fragmentation: +56 to +205 MB over 8 runs on a 2-core Xeon (2026-12-07; +205 once in
+    # a full suite run), so the bar sits at 300 MB, well under the +870 MB of the leak it guards.
+    assert after - base < 300, (base, after)
 
 
 @pytest.fixture(scope="module")
