@@ -202,11 +202,8 @@ def main_soak(args: argparse.Namespace) -> None:
     results = {}
     for k, size in enumerate(args.sizes):
         w, h = (int(v) for v in size.split("x"))
-        params = {"model": args.model, "weights": args.weights, "device": args.device, "publish_debug_image": False,
-                  "num_threads": args.threads, "min_keypoints_per_mpx": args.min_keypoints_per_mpx,
-                  "pyramid_min_size": args.pyramid_min_size}  # fmt: skip
         remaps = {"image": "/bench/image", "camera_info": "/bench/camera_info"}
-        node, probe = NodeProcess(args.domain + k, params, remaps), Probe(args.domain + k, parse=False)
+        node, probe = NodeProcess(args.domain + k, node_params(args), remaps), Probe(args.domain + k, parse=False)
         try:
             probe.subscribe_all()
             probe.wait_ready(node)
@@ -309,12 +306,16 @@ def main() -> None:
     out.write_text(json.dumps({"model": args.model, "device": args.device, "rows": rows}, indent=1))
 
 
+def node_params(args: argparse.Namespace) -> dict:
+    """The node's parameters under every run of this bench: the flags' front end, no debug image."""
+    return {"model": args.model, "weights": args.weights, "device": args.device,
+            "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads,
+            "min_keypoints_per_mpx": args.min_keypoints_per_mpx, "pyramid_min_size": args.pyramid_min_size}  # fmt: skip
+
+
 def start_node(args: argparse.Namespace, domain: int) -> tuple[NodeProcess, Probe]:
     """The node under test in its own process on ``domain`` (input /bench/image), and a probe."""
-    params = {"model": args.model, "weights": args.weights, "device": args.device,
-              "max_keypoints": 1000, "publish_debug_image": False, "num_threads": args.threads,
-              "min_keypoints_per_mpx": args.min_keypoints_per_mpx, "pyramid_min_size": args.pyramid_min_size}  # fmt: skip
-    return NodeProcess(domain, params, {"image": "/bench/image"}), Probe(domain)
+    return NodeProcess(domain, node_params(args), {"image": "/bench/image"}), Probe(domain)
 
 
 def main_accounting(args: argparse.Namespace) -> None:
