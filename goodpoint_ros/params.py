@@ -179,7 +179,8 @@ PARAMS: tuple[Param, ...] = (
         "image scaled by 1/sqrt(2), 1/2, ... while the short side stays at least this many pixels; the\n"
         "levels' keypoints are merged by score within max_keypoints, a corner found on two levels kept on\n"
         "both (each level's descriptor matches a view zoomed to that scale). 0 = one scale; a negative\n"
-        "value is the model's default. Torch backend only; costs up to ~2x the network.",
+        "value is the model's default (one scale; goodpoint-extract and goodpoint-match: 160). Torch\n"
+        "backend only; costs up to ~2x the network.",
     ),
     Param(
         "pyramid_levels_up",
@@ -192,7 +193,7 @@ PARAMS: tuple[Param, ...] = (
         "sqrt(2), as SIFT doubles its first octave, so points found there are placed 1.4x more finely\n"
         "(training photos, 640x480: MMA@1 0.59 -> 0.73) at about twice the pyramid's time. Only with\n"
         "pyramid_min_size > 0. 0 = none; a negative value is the model's default (0). goodpoint-extract\n"
-        "and goodpoint-match default to 1.",
+        "and goodpoint-match take the model's offline setting: 1 for goodpoint, 0 for mdnet.",
     ),
     Param(
         "input_mode",

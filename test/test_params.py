@@ -126,3 +126,26 @@ def test_node_fills_sparse_frames_while_the_offline_tools_keep_the_models_detect
     assert extract_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "a.npz"), "--device", "cpu",
                          "--precision", "fp32", "--pyramid-min-size", "0"]) == 0  # fmt: skip
     assert f"{n_threshold} keypoints" in capsys.readouterr().out
+
+
+def test_offline_tools_take_each_models_own_pyramid(tmp_path):
+    # goodpoint gains from the level above the input, mdnet loses (docs/experiments/pyramid_merge):
+    # goodpoint-extract / -match take the model's offline_conf for the pyramid flags not given, and
+    # one scale on the onnxruntime backend, which cannot run the pyramid
+    import argparse
+
+    from goodpoint_ros.cli.common import add_front_end_args, build_front_end
+
+    def pyramid(*argv: str) -> tuple[int, int]:
+        parser = argparse.ArgumentParser()
+        add_front_end_args(parser)
+        conf = build_front_end(parser.parse_args(["--device", "cpu", *argv])).model.conf
+        return conf["pyramid_min_size"], conf["pyramid_levels_up"]
+
+    assert pyramid() == (160, 1)
+    assert pyramid("--model", "mdnet_small") == (160, 0)
+    assert pyramid("--model", "mdnet_small", "--pyramid-levels-up", "1") == (160, 1)
+    assert pyramid("--pyramid-levels-up", "0", "--pyramid-min-size", "200") == (200, 0)
+    assert pyramid("--pyramid-min-size", "0")[0] == 0
+    pytest.importorskip("onnxruntime")
+    assert pyramid("--backend", "onnxruntime", "--precision", "fp32")[0] == 0

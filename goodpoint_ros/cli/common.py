@@ -14,18 +14,18 @@ from typing import Any
 
 from goodpoint_ros.io.image_files import ImageReadError
 from goodpoint_ros.models.checkpoint import CheckpointError
+from goodpoint_ros.node.startup import pyramid_problem
 from goodpoint_ros.settings import EXTRACTOR_KEYS, ExtractorSettings, add_arguments, params_from_args
 
 FRONT_END_FLAGS = (*EXTRACTOR_KEYS, "max_pixels")
 
 
 # Features for matching pairs and offline mapping: the model's own detection (the threshold alone
-# for the shipped models), not the node's odometry fill, on an image pyramid from sqrt(2) x the
-# image down to a 160-px short side, which the node cannot afford at 30 Hz. Held-out pairs at
-# 640x480 against one scale: HM(rep,MMA,H)@3 0.803 -> 0.856, MMA@1 0.582 -> 0.657 (SIFT 0.640),
-# zoomed 1.5-2.5x 0.148 -> 0.609 (SIFT 0.576), for about 4x the time (docs/decisions.md).
-# ``--pyramid-min-size 0``: one scale, which the onnxruntime backend needs.
-OFFLINE_DEFAULTS = {"min_keypoints_per_mpx": -1.0, "pyramid_min_size": 160, "pyramid_levels_up": 1}
+# for the shipped models), not the node's odometry fill, and the model's offline image pyramid
+# (``offline_conf``: goodpoint from sqrt(2) x the image down to a 160-px short side, mdnet from the
+# image down), which the node cannot afford at 30 Hz. ``--pyramid-min-size 0``: one scale, what
+# the onnxruntime backend runs (it gets one scale unless asked for the pyramid).
+OFFLINE_DEFAULTS = {"min_keypoints_per_mpx": -1.0}
 
 
 def add_front_end_args(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +34,13 @@ def add_front_end_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_front_end(args: argparse.Namespace) -> Any:
-    """The extractor these flags describe, built the way the node builds it."""
-    frontend, _ = ExtractorSettings.from_params(params_from_args(args, EXTRACTOR_KEYS)).build()
+    """The extractor these flags describe, built the way the node builds it; pyramid flags left at
+    the model's default (-1) take the model's ``offline_conf`` where the backend runs a pyramid."""
+    params = params_from_args(args, EXTRACTOR_KEYS)
+    frontend, _ = ExtractorSettings.from_params(params).build()
+    offline = getattr(getattr(frontend.extractor, "model", None), "offline_conf", {})
+    if offline and not pyramid_problem(offline["pyramid_min_size"], params["backend"]):
+        frontend.apply({**params, **{k: v for k, v in offline.items() if params[k] < 0}})
     return frontend.extractor
 
 

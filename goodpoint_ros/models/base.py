@@ -46,6 +46,10 @@ class BaseModel(nn.Module):
     heatmap_key: str = "heatmap"
     # Input pixels per cell of ``forward``'s ``descriptors`` map (``features.sample_descriptors``).
     descriptor_stride: int = 1
+    # Detection settings for offline work (goodpoint-extract / goodpoint-match: pairs and mapping,
+    # no 30 Hz budget), over ``default_conf`` where a flag is left at the model's default
+    # (``cli.common.build_front_end``); each model's own, as measured for it.
+    offline_conf: dict[str, Any] = {}
 
     def __init__(self, conf: dict | None = None, **kwargs: Any) -> None:
         super().__init__()

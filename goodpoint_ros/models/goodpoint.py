@@ -72,6 +72,11 @@ class GoodPoint(BaseModel):
         # node throughput: off by default (docs/decisions.md).
         "min_keypoints_per_mpx": 0,
     }
+    # The image pyramid from sqrt(2) x the image down to a 160-px short side. goodpoint_small,
+    # held-out pairs at 640x480 against one scale: HM(rep,MMA,H)@3 0.803 -> 0.856, MMA@1 0.582 ->
+    # 0.657 (SIFT 0.640); zoomed 1.5-2.5x 0.148 -> 0.609 (SIFT 0.576); about 4x the time
+    # (docs/experiments/pyramid_merge).
+    offline_conf = {"pyramid_min_size": 160, "pyramid_levels_up": 1}
     detection_keys = (
         "max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "subpixel_radius",
         "pyramid_min_size", "pyramid_levels_up", "min_keypoints_per_mpx",
