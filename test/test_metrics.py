@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from goodpoint_ros.training.metrics import coverage_fraction, evaluate_pair, harmonic_mean, separability, summarize
+from goodpoint_ros.training.metrics import (
+    coverage_fraction,
+    evaluate_pair,
+    harmonic_mean,
+    paired_bootstrap,
+    separability,
+    summarize,
+)
 
 from goodpoint_ros.vo.geometry import inside, warp_points
 
@@ -142,3 +149,18 @@ def test_acceptance_harmonic_mean_of_repeatability_mma_and_homography_accuracy()
     ]
     s = summarize(rows)  # dataset-level means first: 0.4, 0.7, 0.5
     assert s["hm_rep_mma_hacc@3px"] == pytest.approx(3 / (1 / 0.4 + 1 / 0.7 + 1 / 0.5))
+
+
+def test_paired_bootstrap_separates_a_real_gap_from_the_pairs_noise():
+    rng = np.random.default_rng(1)
+
+    def rows(rep: np.ndarray) -> list[dict]:
+        return [{"repeatability": r, "mma@3px": 0.9, "homography_accuracy@3px": 1.0} for r in rep]
+
+    base = rng.uniform(0.4, 0.9, 40)  # pairs differ far more than the methods do
+    diff, lo, hi = paired_bootstrap(rows(base + 0.05), rows(base))
+    assert diff > 0 and 0 < lo <= diff <= hi  # a constant gain on every pair is significant
+    diff, lo, hi = paired_bootstrap(rows(base + rng.normal(0, 0.1, 40)), rows(base))
+    assert lo < 0 < hi  # zero-mean noise is not
+    with pytest.raises(ValueError):
+        paired_bootstrap(rows(base), rows(base[:10]))

@@ -43,7 +43,7 @@ from goodpoint_ros.vo.geometry import warp_image
 from goodpoint_ros.vo.pipeline import FramePipeline
 
 from .augment import photometric, sample_homography, warp_mask, zoom
-from .metrics import evaluate_pair, summarize
+from .metrics import evaluate_pair, paired_bootstrap, summarize
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
 
@@ -378,6 +378,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     tracking: dict[str, dict] = {}  # --bag: method spec -> track()
     references: dict[tuple, tuple[str, list[dict]]] = {}  # parity_key -> (spec, features per image)
+    pair_rows: dict[str, list[dict]] = {}  # label -> per-pair metrics (the paired bootstrap)
     for m in methods:
         m.extract(pairs[0].image0)  # warm-up (allocations, one-time kernels) out of the timing
         rows, per_set_rows, times, feats = [], [], [], []
@@ -405,6 +406,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             ps = summarize(per_set_rows)
             ps["extract_ms"] = summ["extract_ms"]
             results[f"{label} [per-set]"] = ps
+            pair_rows[f"{label} [per-set]"] = per_set_rows
             label = f"{label} [full]"
             e = args.epsilon
             summ["per_set_match_time_ratio"] = summ["match_time_ms"] / max(ps["match_time_ms"], 1e-9)
@@ -415,6 +417,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             ref_label, ref_feats = references[m.parity_key]
             summ["parity"] = {"reference": ref_label, **mean_parity(ref_feats, feats)}
         results[label] = summ
+        pair_rows[label] = rows
         print(f"  {label}: {format_row(summ, args)}", flush=True)
         if bag is not None:
             tracking[m.spec] = track(m, bag, args.max_side, args.size)
@@ -439,6 +442,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         "match_threads": args.match_threads,
         "methods": results,
     }
+    if len(pair_rows) > 1:
+        report["bootstrap"] = bootstrap_against_first(pair_rows)
     if bag is not None:
         report["bag"] = bag.describe()
         report["tracking"] = {
@@ -449,6 +454,20 @@ def evaluate(args: argparse.Namespace) -> dict:
             "methods": tracking,
         }
     return report
+
+
+BOOTSTRAP_KEY = "hm_rep_mma_hacc@3px"
+
+
+def bootstrap_against_first(pair_rows: dict[str, list[dict]], draws: int = 2000) -> dict:
+    """Each method's HM(rep,MMA,H)@3 minus the first method's, with the 95 % paired-bootstrap
+    interval over pairs (``metrics.paired_bootstrap``): a gap inside it is the pairs' noise."""
+    (first, ref), *others = pair_rows.items()
+    out = {"reference": first, "metric": BOOTSTRAP_KEY, "draws": draws, "methods": {}}
+    for label, rows in others:
+        diff, lo, hi = paired_bootstrap(rows, ref, BOOTSTRAP_KEY, draws)
+        out["methods"][label] = {"difference": diff, "ci95": [lo, hi]}
+    return out
 
 
 def mean_parity(ref: list[dict], other: list[dict]) -> dict[str, float]:
@@ -527,6 +546,13 @@ def markdown(report: dict, thresholds: list[float]) -> str:
                 f"{p['cosine_median']:.4f} (5th percentile {p['cosine_p05']:.4f}), HM(rep,MMA,H)@3 {d_hm:+.3f}, "
                 f"H-acc@3 {d_h:+.2f}"
             )
+    if "bootstrap" in report:
+        b = report["bootstrap"]
+        lines += ["", f"HM(rep,MMA,H)@3 minus {b['reference']}'s, with the 95 % interval of a paired bootstrap "
+                  f"over the pairs ({b['draws']} draws):", ""]  # fmt: skip
+        for n, d in b["methods"].items():
+            lo, hi = d["ci95"]
+            lines.append(f"- {n}: {d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     if "tracking" in report:
         lines += ["", *tracking_markdown(report)]
     return "\n".join(lines) + "\n"

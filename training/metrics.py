@@ -34,7 +34,10 @@ import torch
 from goodpoint_ros.vo.geometry import corner_error, inside, verify, warp_points
 from goodpoint_ros.vo.matching import match_features
 
-__all__ = ["evaluate_pair", "coverage_fraction", "separability", "shared_mask", "harmonic_mean", "summarize"]
+__all__ = [
+    "evaluate_pair", "coverage_fraction", "separability", "shared_mask", "harmonic_mean", "summarize",
+    "paired_bootstrap",
+]  # fmt: skip
 
 
 def _np(x: Any, dtype=np.float64) -> np.ndarray:
@@ -277,3 +280,25 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, float]:
         )
     out["num_pairs"] = float(len(rows))
     return out
+
+
+def paired_bootstrap(
+    rows_a: Sequence[dict[str, float]],
+    rows_b: Sequence[dict[str, float]],
+    key: str = "hm_rep_mma_hacc@3px",
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``summarize(rows_a)[key] - summarize(rows_b)[key]`` and its 95 % interval over the pairs
+    drawn again with replacement, the same draw for both methods (they ran on the same pairs):
+    whether a gap between two methods is larger than what the choice of pairs moves."""
+    if len(rows_a) != len(rows_b) or not rows_a:
+        raise ValueError("paired_bootstrap needs the same, non-empty list of pairs for both methods")
+    rng = np.random.default_rng(seed)
+    n = len(rows_a)
+    diffs = []
+    for _ in range(draws):  # a loop over draws; each summarises n pairs
+        idx = rng.integers(0, n, n)
+        diffs.append(summarize([rows_a[i] for i in idx])[key] - summarize([rows_b[i] for i in idx])[key])
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
+    return summarize(rows_a)[key] - summarize(rows_b)[key], float(lo), float(hi)
