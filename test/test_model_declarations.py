@@ -60,7 +60,7 @@ def test_base_model_defaults_are_one_scale():
     model = BaseModel()
     assert model.pyramid_scales(480, 640) == [1.0]
     level = {"keypoints": torch.zeros(3, 2)}
-    assert model.merge_scales([level], 640 * 480) is level
+    assert model.merge_scales([level], 640 * 480, [1.0]) is level
 
 
 def test_training_tasks_come_from_the_registry(renamed):

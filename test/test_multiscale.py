@@ -63,13 +63,34 @@ def test_levels_merge_by_score_within_the_budget_keeping_a_corner_on_each_level(
     det = [d % sets for d in range(4)]
     fine = _level([(10.0, 10.0), (18.0, 10.0), (50.0, 50.0), (90.0, 20.0)], [0.9, 0.8, 0.3, 0.2], det)
     coarse = _level([(10.5, 11.0), (70.0, 70.0)], [0.95, 0.5], [det[0], det[1]])
-    merged = model.merge_scales([fine, coarse], 100 * 100)
+    merged = model.merge_scales([fine, coarse], 100 * 100, [1.0, 0.5**0.5])
     kept = [tuple(round(v, 1) for v in k.tolist()) for k in merged["keypoints"]]
     # (10, 10) is the coarse corner (10.5, 11) again: both stay; budget 2 per detector set
     expected = [(10.5, 11.0), (10.0, 10.0)] if sets == 1 else [(10.5, 11.0), (10.0, 10.0), (18.0, 10.0), (70.0, 70.0)]
     assert kept == expected
     assert torch.all(merged["scores"][:-1] >= merged["scores"][1:])
     assert merged["descriptors"].shape == (len(expected), 8)
+
+
+def test_a_corner_found_on_a_neighbouring_level_ranks_before_a_better_scored_lone_one() -> None:
+    """The budget goes first to corners that hold across a sqrt(2) change of scale (the finest
+    level's lone points repeat least), then by score; scores are returned as detected."""
+    from goodpoint_ros.models import build_model
+
+    model = build_model("goodpoint_small")
+    model.set_detection(max_keypoints=3, pyramid_min_size=256, detection_threshold=0.0)
+    scales = [1.0, 0.5**0.5]
+    # (20, 20) on both levels, 3.2 px apart: within 3 px of the coarse level (4.2 image pixels)
+    fine = _level([(60.0, 60.0), (20.0, 20.0), (80.0, 10.0)], [0.9, 0.4, 0.3])
+    coarse = _level([(22.0, 22.5), (40.0, 80.0)], [0.35, 0.8])
+    merged = model.merge_scales([fine, coarse], 100 * 100, scales)
+    kept = [tuple(k.tolist()) for k in merged["keypoints"]]
+    assert kept == [(20.0, 20.0), (22.0, 22.5), (60.0, 60.0)]
+    assert merged["scores"].tolist() == pytest.approx([0.4, 0.35, 0.9])
+    # 6 px apart: more than 3 coarse pixels, so no support, and the scores alone decide
+    coarse["keypoints"][0] = torch.tensor([24.0, 24.5])
+    merged = model.merge_scales([fine, coarse], 100 * 100, scales)
+    assert merged["scores"].tolist() == pytest.approx([0.9, 0.8, 0.4])
 
 
 def test_the_fill_below_the_threshold_is_counted_over_the_image_not_per_level() -> None:
@@ -82,10 +103,13 @@ def test_the_fill_below_the_threshold_is_counted_over_the_image_not_per_level() 
     # a 100x100 image: 400 per megapixel is 4 points; 3 above the threshold, 6 fill candidates
     fine = _level([(i * 10.0, 5.0) for i in range(6)], [0.9, 0.8, 0.4, 0.3, 0.2, 0.1])
     coarse = _level([(i * 10.0, 50.0) for i in range(3)], [0.7, 0.35, 0.25])
-    merged = model.merge_scales([fine, coarse], 100 * 100)
+    merged = model.merge_scales([fine, coarse], 100 * 100, [1.0, 0.5**0.5])
     assert merged["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.4])
     model.set_detection(min_keypoints_per_mpx=0)
-    assert merged["scores"].numel() == 4 and model.merge_scales([fine, coarse], 100 * 100)["scores"].numel() == 3
+    assert (
+        merged["scores"].numel() == 4
+        and model.merge_scales([fine, coarse], 100 * 100, [1.0, 0.5**0.5])["scores"].numel() == 3
+    )
 
 
 def test_goodpoint_runs_on_a_pyramid() -> None:

@@ -212,6 +212,22 @@ def fill_mask(scores: torch.Tensor, threshold: float, min_count: int) -> torch.T
     return (scores > threshold) | (rank < min_count)
 
 
+def cross_level_support(levels: Sequence[torch.Tensor], scales: Sequence[float], pixels: float = 3.0) -> torch.Tensor:
+    """Per keypoint of an image pyramid (``levels``: each level's Kx2 keypoints in the original
+    image's pixels, ``scales`` their scales), concatenated in level order: whether a keypoint of a
+    neighbouring level lies within ``pixels`` pixels of the coarser of the two levels, i.e. the
+    corner holds across a sqrt(2) change of scale, as SIFT's extrema must across scale-space."""
+    out = []
+    for i, k in enumerate(levels):
+        support = torch.zeros(len(k), dtype=torch.bool, device=k.device)
+        for j in (i - 1, i + 1):  # two neighbours at most: a loop over levels, not points
+            if 0 <= j < len(levels) and len(levels[j]) and len(k):
+                radius = pixels / min(scales[i], scales[j])
+                support |= torch.cdist(k.float(), levels[j].float()).min(1).values <= radius
+        out.append(support)
+    return torch.cat(out)
+
+
 def min_keypoints(conf: dict, area: int | torch.Tensor, maps: int = 1) -> int:
     """Keypoints per detector map kept below the threshold: ``min_keypoints_per_mpx`` of the
     image's ``area`` in pixels (0 when the config lacks the key), shared by ``maps`` detector
@@ -329,7 +345,7 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precisio
             for f in feats:
                 f["keypoints"] = rescale_keypoints(f["keypoints"], sb.shape[-2:], batch.shape[-2:])
         per_scale.append(feats)
-    return [model.merge_scales([p[i] for p in per_scale], int(sizes[i].prod())) for i in range(len(sizes))]
+    return [model.merge_scales([p[i] for p in per_scale], int(sizes[i].prod()), scales) for i in range(len(sizes))]
 
 
 def to_numpy(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
