@@ -191,7 +191,8 @@ PARAMS: tuple[Param, ...] = (
         max=4,
         doc="Image pyramid levels above the input scale: 1 also runs the network on the image enlarged by\n"
         "sqrt(2), as SIFT doubles its first octave, so points found there are placed 1.4x more finely\n"
-        "(training photos, 640x480: MMA@1 0.59 -> 0.73) at about twice the pyramid's time. Only with\n"
+        "(training photos, 640x480: MMA@1 0.59 -> 0.73) at about twice the pyramid's time; they rank by\n"
+        "score only where a neighbouring level finds them too (the enlarged image interpolates). Only with\n"
         "pyramid_min_size > 0. 0 = none; a negative value is the model's default (0). goodpoint-extract\n"
         "and goodpoint-match take the model's offline setting: 1 for goodpoint, 0 for mdnet.",
     ),

@@ -72,24 +72,23 @@ def test_levels_merge_by_score_within_the_budget_keeping_a_corner_on_each_level(
     assert merged["descriptors"].shape == (len(expected), 8)
 
 
-def test_a_corner_found_on_a_neighbouring_level_ranks_before_a_better_scored_lone_one() -> None:
-    """The budget goes first to corners that hold across a sqrt(2) change of scale (the finest
-    level's lone points repeat least), then by score; scores are returned as detected."""
+def test_a_point_of_the_enlarged_level_needs_a_neighbouring_level_to_rank_by_score() -> None:
+    """A level above the input scale interpolates detail: its points rank by score only where a
+    neighbouring level found them too (within 3 px of the coarser level), after all others when
+    not; pyramids without an enlarged level rank by score alone. Scores come back as detected."""
     from goodpoint_ros.models import build_model
 
     model = build_model("goodpoint_small")
-    model.set_detection(max_keypoints=3, pyramid_min_size=256, detection_threshold=0.0)
-    scales = [1.0, 0.5**0.5]
-    # (20, 20) on both levels, 3.2 px apart: within 3 px of the coarse level (4.2 image pixels)
-    fine = _level([(60.0, 60.0), (20.0, 20.0), (80.0, 10.0)], [0.9, 0.4, 0.3])
-    coarse = _level([(22.0, 22.5), (40.0, 80.0)], [0.35, 0.8])
-    merged = model.merge_scales([fine, coarse], 100 * 100, scales)
-    kept = [tuple(k.tolist()) for k in merged["keypoints"]]
-    assert kept == [(20.0, 20.0), (22.0, 22.5), (60.0, 60.0)]
-    assert merged["scores"].tolist() == pytest.approx([0.4, 0.35, 0.9])
-    # 6 px apart: more than 3 coarse pixels, so no support, and the scores alone decide
-    coarse["keypoints"][0] = torch.tensor([24.0, 24.5])
-    merged = model.merge_scales([fine, coarse], 100 * 100, scales)
+    model.set_detection(max_keypoints=3, pyramid_min_size=64, detection_threshold=0.0)
+    up = _level([(60.0, 60.0), (20.0, 20.0), (80.0, 10.0)], [0.9, 0.4, 0.3])  # the image x sqrt(2)
+    base = _level([(21.5, 21.5), (40.0, 80.0)], [0.35, 0.8])  # the input: (20, 20) again, 2.1 px off
+    merged = model.merge_scales([up, base], 100 * 100, [2**0.5, 1.0])
+    assert [tuple(k.tolist()) for k in merged["keypoints"]] == [(40.0, 80.0), (20.0, 20.0), (21.5, 21.5)]
+    assert merged["scores"].tolist() == pytest.approx([0.8, 0.4, 0.35])
+    base["keypoints"][0] = torch.tensor([24.0, 24.5])  # 6 px away: (20, 20) is alone on its level
+    merged = model.merge_scales([up, base], 100 * 100, [2**0.5, 1.0])
+    assert merged["scores"].tolist() == pytest.approx([0.8, 0.35, 0.9])
+    merged = model.merge_scales([up, base], 100 * 100, [1.0, 0.5**0.5])  # no enlarged level
     assert merged["scores"].tolist() == pytest.approx([0.9, 0.8, 0.4])
 
 

@@ -98,12 +98,14 @@ class BaseModel(nn.Module):
         level's own fill is only a candidate pool, or the levels together would fill 1.9x the
         density).
 
-        Best means: found again on a neighbouring level (``features.cross_level_support``) first,
-        then by score. Scores rank alike on every level, but half the budget went to the finest
-        level, whose points repeat least (training photos, 640x480: 0.71 against 0.82-0.93 on the
-        coarser levels); ranking the corners that hold across scale first raised repeatability
-        0.795 -> 0.810 and HM(rep,MMA,H)@3 0.903 -> 0.911 (mdnet_small 0.821 -> 0.825),
-        zoomed pairs unchanged (docs/experiments/pyramid_merge).
+        Best means by score, except that a point of a level above the input scale
+        (``pyramid_levels_up``) ranks after all others unless a neighbouring level found it too
+        (``features.cross_level_support``): an enlarged image interpolates detail, and half the
+        budget went to that level while its points repeated least (training photos, 640x480: 0.71
+        against 0.82-0.93 on the other levels). Held-out pairs: HM(rep,MMA,H)@3 0.856 -> 0.862;
+        COLMAP socketed_axe 16 -> 25 of 25 images (docs/experiments/pyramid_merge). Confirming
+        every level's points this way cost the pyramids without an enlarged level (held-out
+        pyramid 160: 0.856 -> 0.843, mdnet_small 0.765 -> 0.755).
 
         A corner found on several levels is kept on each: its descriptors differ from level to
         level (cosine similarity mostly below 0.9), and the coarse one is what matches the same
@@ -113,7 +115,8 @@ class BaseModel(nn.Module):
             return feats[0]
         allf = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
         scores, det = allf["scores"], allf["detector"]
-        support = cross_level_support([f["keypoints"] for f in feats], scales)
+        enlarged = torch.cat([torch.full_like(f["scores"], s > 1.0, dtype=torch.bool) for f, s in zip(feats, scales)])
+        support = cross_level_support([f["keypoints"] for f in feats], scales) | ~enlarged
         order = torch.argsort(scores, descending=True, stable=True)
         order = order[torch.argsort(support[order].to(torch.uint8), descending=True, stable=True)]
         sets = int(self.conf.get("num_detectors", 1))

@@ -73,8 +73,8 @@ class GoodPoint(BaseModel):
         "min_keypoints_per_mpx": 0,
     }
     # The image pyramid from sqrt(2) x the image down to a 160-px short side. goodpoint_small,
-    # held-out pairs at 640x480 against one scale: HM(rep,MMA,H)@3 0.803 -> 0.856, MMA@1 0.582 ->
-    # 0.657 (SIFT 0.640); zoomed 1.5-2.5x 0.148 -> 0.609 (SIFT 0.576); about 4x the time
+    # held-out pairs at 640x480 against one scale: HM(rep,MMA,H)@3 0.803 -> 0.863, MMA@1 0.582 ->
+    # 0.631 (SIFT 0.640), H-acc@1 0.72 -> 0.86; zoomed 1.5-2.5x 0.148 -> 0.613 (SIFT 0.576); about 4x the time
     # (docs/experiments/pyramid_merge).
     offline_conf = {"pyramid_min_size": 160, "pyramid_levels_up": 1}
     detection_keys = (
