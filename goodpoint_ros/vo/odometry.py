@@ -154,6 +154,10 @@ class _Ref:
     confident: np.ndarray | None = None
 
 
+# Mono: how far, in keyframe baselines, a point may lie and still vote for the pose (``_update_mono``).
+MONO_MAX_BASELINES = 1000.0
+
+
 class VisualOdometry:
     """Feature-based odometry; one instance per camera stream (see the module docstring)."""
 
@@ -363,7 +367,11 @@ class VisualOdometry:
         E, mask = verify(p0, p1, method="essential", threshold=self.ransac_px, K=self.K)
         if E is None or mask.sum() < self.min_inliers:
             return self._fail(kp, ids, nan_pts, len(corr), int(mask.sum()))
-        n_good, R, t, pose_mask = cv2.recoverPose(E, p0[mask], p1[mask], self.K)
+        # OpenCV's recoverPose counts a point only if it lies within 50 baselines; a camera that
+        # moves slowly between frames (a robot's 1 cm per frame at 30 Hz, a scene 4 m away: 400
+        # baselines) then failed every frame, and each failure reset the keyframe, so parallax never
+        # built up (58 of 59 frames failed; test_odometry). Points up to MONO_MAX_BASELINES count.
+        n_good, R, t, pose_mask, _ = cv2.recoverPose(E, p0[mask], p1[mask], self.K, distanceThresh=MONO_MAX_BASELINES)
         inl = np.flatnonzero(mask)[pose_mask.ravel() > 0]
         if n_good < self.min_inliers:
             return self._fail(kp, ids, nan_pts, len(corr), int(n_good))
