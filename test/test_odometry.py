@@ -122,6 +122,24 @@ def test_mono_waits_for_parallax_when_the_camera_moves_slowly():
     assert t[0] / np.linalg.norm(t) > 0.95  # it went right (+x), at an unknown scale
 
 
+def test_mono_follows_a_pure_rotation_without_a_keyframe():
+    """A camera turning on the spot (0.3 degrees a frame) gives no baseline: every frame holds the
+    keyframe's position and follows the rotation. Before the cheirality fix all 39 frames failed."""
+    rng = np.random.default_rng(1)
+    K = np.array([[288.0, 0.0, 160.0], [0.0, 288.0, 120.0], [0.0, 0.0, 1.0]])
+    X = np.c_[rng.uniform(-3, 3, 400), rng.uniform(-2, 2, 400), rng.uniform(2, 6, 400)]
+    vo = VisualOdometry(K, "mono")
+    for i in range(40):
+        x = (X @ _rot(np.radians(0.3 * i), 0.0, 0.0)) @ K.T
+        r = vo.update(
+            x[:, :2] / x[:, 2:] + rng.normal(0.0, 0.3, (400, 2)),
+            matches=np.c_[np.arange(400), np.arange(400)] if i else None,
+        )
+        assert r.ok and not (i and r.keyframe)
+    angle = np.degrees(np.arccos((np.trace(r.pose[:3, :3]) - 1.0) / 2.0))
+    assert angle == pytest.approx(0.3 * 39, abs=0.3) and np.linalg.norm(r.pose[:3, 3]) == 0.0
+
+
 @pytest.mark.slow
 def test_recovers_after_tracking_loss():
     """Ten frames, three blank ones (a covered lens), then tracking resumes: one reset is flagged,
