@@ -124,11 +124,14 @@ def test_repeated_stamps_match_every_frame(mono, frames):
 
 def test_camera_info_for_another_size_is_scaled_or_refused_with_a_warning(mono, frames):
     node, probe, cam, _ = mono
+    before = len(probe.other["/goodpoint_extractor/odometry"])
     for i, f in enumerate(frames[:6]):
         cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i, 8_000), camera_info(160, 120))
     d = probe.wait_message("camera_info is 160x120 but the image is 320x240: K scaled by 2")
     assert d["_level"] == 1
+    probe.spin(0.5)  # the scaled K tracks: let these frames' odometry arrive before counting
     o0 = len(probe.other["/goodpoint_extractor/odometry"])
+    assert o0 > before, "odometry from the scaled K"
     for i, f in enumerate(frames[6:12], 6):
         cam.send(numpy_to_image(f, "rgb8"), probe.stamp(i, 8_000), camera_info(320, 180))
     probe.wait_message("camera_info is 320x180 but the image is 320x240 (another aspect ratio): K not used")
