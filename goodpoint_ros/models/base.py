@@ -102,7 +102,7 @@ class BaseModel(nn.Module):
         (``pyramid_levels_up``) ranks after all others unless a neighbouring level found it too
         (``features.cross_level_support``): an enlarged image interpolates detail, and half the
         budget went to that level while its points repeated least (training photos, 640x480: 0.71
-        against 0.82-0.93 on the other levels). Held-out pairs: HM(rep,MMA,H)@3 0.856 -> 0.862;
+        against 0.82-0.93 on the other levels). Held-out pairs: HM(rep,MMA,H)@3 0.856 -> 0.863;
         COLMAP socketed_axe 16 -> 25 of 25 images (docs/experiments/pyramid_merge). Confirming
         every level's points this way cost the pyramids without an enlarged level (held-out
         pyramid 160: 0.856 -> 0.843, mdnet_small 0.765 -> 0.755).
