@@ -115,8 +115,7 @@ class BaseModel(nn.Module):
             return feats[0]
         allf = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
         scores, det = allf["scores"], allf["detector"]
-        enlarged = torch.cat([torch.full_like(f["scores"], s > 1.0, dtype=torch.bool) for f, s in zip(feats, scales)])
-        support = cross_level_support([f["keypoints"] for f in feats], scales) | ~enlarged
+        support = cross_level_support([f["keypoints"] for f in feats], scales, [s > 1.0 for s in scales])
         order = torch.argsort(scores, descending=True, stable=True)
         order = order[torch.argsort(support[order].to(torch.uint8), descending=True, stable=True)]
         sets = int(self.conf.get("num_detectors", 1))

@@ -212,15 +212,18 @@ def fill_mask(scores: torch.Tensor, threshold: float, min_count: int) -> torch.T
     return (scores > threshold) | (rank < min_count)
 
 
-def cross_level_support(levels: Sequence[torch.Tensor], scales: Sequence[float], pixels: float = 3.0) -> torch.Tensor:
+def cross_level_support(
+    levels: Sequence[torch.Tensor], scales: Sequence[float], check: Sequence[bool], pixels: float = 3.0
+) -> torch.Tensor:
     """Per keypoint of an image pyramid (``levels``: each level's Kx2 keypoints in the original
-    image's pixels, ``scales`` their scales), concatenated in level order: whether a keypoint of a
-    neighbouring level lies within ``pixels`` pixels of the coarser of the two levels, i.e. the
-    corner holds across a sqrt(2) change of scale, as SIFT's extrema must across scale-space."""
+    image's pixels, ``scales`` their scales), concatenated in level order: for the levels with
+    ``check`` set, whether a keypoint of a neighbouring level lies within ``pixels`` pixels of the
+    coarser of the two levels, i.e. the corner holds across a sqrt(2) change of scale, as SIFT's
+    extrema must across scale-space; True on the other levels (nothing computed for them)."""
     out = []
     for i, k in enumerate(levels):
-        support = torch.zeros(len(k), dtype=torch.bool, device=k.device)
-        for j in (i - 1, i + 1):  # two neighbours at most: a loop over levels, not points
+        support = torch.full((len(k),), not check[i], dtype=torch.bool, device=k.device)
+        for j in (i - 1, i + 1) if check[i] else ():  # two neighbours at most: a loop over levels, not points
             if 0 <= j < len(levels) and len(levels[j]) and len(k):
                 radius = pixels / min(scales[i], scales[j])
                 support |= torch.cdist(k.float(), levels[j].float()).min(1).values <= radius
