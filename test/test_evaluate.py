@@ -44,10 +44,12 @@ def test_generated_pairs_end_to_end(photo_dir, tmp_path, capsys):
     # every method but the first against the first, on the same pairs (paired bootstrap)
     boot = report["bootstrap"]
     assert boot["reference"] == names[0] and set(boot["methods"]) == set(names[1:])
-    orb = boot["methods"]["orb"]
-    diff = res["orb"]["hm_rep_mma_hacc@3px"] - res[names[0]]["hm_rep_mma_hacc@3px"]
-    assert orb["difference"] == pytest.approx(diff) and orb["ci95"][0] <= orb["ci95"][1]
-    assert f"- orb: {diff:+.3f}" in table
+    for key in ("hm_rep_mma_hacc@3px", "mma@1px"):
+        orb = boot["methods"]["orb"][key]
+        diff = res["orb"][key] - res[names[0]][key]
+        assert orb["difference"] == pytest.approx(diff) and orb["ci95"][0] <= orb["ci95"][1]
+    hm = boot["methods"]["orb"]["hm_rep_mma_hacc@3px"]["difference"]
+    assert f"- orb: HM(rep,MMA,H)@3 {hm:+.3f}" in table and f"MMA@1 {diff:+.3f}" in table
 
 
 def test_hpatches_layout_reader(tmp_path):
