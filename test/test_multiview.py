@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 from goodpoint_ros.training.evaluate import main
 from goodpoint_ros.training.multiview import (
@@ -35,7 +36,7 @@ def six_images(tmp_path):
 def test_reconstructs_a_real_set(six_images, tmp_path, capsys):
     out = tmp_path / "eval"
     argv = ["--multiview", str(six_images), "--methods", "sift", "goodpoint_small", "--max-side", "640"]
-    argv += ["--max-keypoints", "1024", "--seeds", "2", "--threads", "1", "--output-dir", str(out)]
+    argv += ["--max-keypoints", "1024", "--seeds", "2", "--threads", "1", "--output-dir", str(out), "--keep-models"]
     assert main(argv) == 0
     report = json.loads((out / "results.json").read_text())
     s = report["sets"]["nineveh6"]
@@ -46,6 +47,10 @@ def test_reconstructs_a_real_set(six_images, tmp_path, capsys):
         assert r["registered_min"] >= 4 and r["registered"] <= 6, (name, r)
         assert r["points3D"] > 200 and r["track_length"] > 2.0 and r["reprojection_error"] < 2.0, (name, r)
         assert len(r["runs"]) == 2 and 0 < r["keypoints"] <= 1024
+        for seed, run in enumerate(r["runs"]):  # --keep-models: each run's map, as COLMAP reads it
+            kept = out / "models" / "nineveh6" / name / f"seed{seed}"
+            assert (kept / "database.db").is_file()
+            assert pycolmap.Reconstruction(kept).num_reg_images() == run["registered"], (name, seed)
     table = (out / "results.md").read_text()
     assert "### nineveh6 (6 images" in table and "| sift |" in table
     assert "results.json" in capsys.readouterr().out

@@ -640,6 +640,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=0, help="--bag: at most this many held-out frames (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homographies and noise")
     p.add_argument("--seeds", type=int, default=3, help="--multiview: COLMAP runs (seeds --seed..) per set and method")
+    p.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="--multiview: keep each run's COLMAP database and largest model (binary, opens in COLMAP) under "
+        "OUTPUT_DIR/models/SET/METHOD/seedN",
+    )
     p.add_argument("--no-noise", action="store_true", help="generated pairs without photometric noise")
     p.add_argument(
         "--max-side",
@@ -690,6 +696,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--stride must be positive and --max-frames at least 0")
     if not args.bag and args.topic:
         p.error("--topic applies to --bag only")
+    if args.keep_models and not args.multiview:
+        p.error("--keep-models applies to --multiview")
     if args.zoom and (args.hpatches or args.multiview or not 1.0 <= args.zoom[0] <= args.zoom[1]):
         p.error("--zoom applies to generated pairs (--photos, --bag) and needs 1 <= LO <= HI")
     if args.max_side is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -369,9 +370,26 @@ def evaluate_method(
         t = time.perf_counter()
         model, verified = reconstruct(pycolmap, base, folder, work, seed, args, sift=method is None)
         runs.append({**run_stats(model, names, ref, verified), "sfm_s": time.perf_counter() - t})
+        if args.keep_models:
+            keep_run(work, seed, model, Path(args.output_dir) / "models" / folder.name / _slug(method))
     if method is None:
         counts = database_counts(pycolmap, work / f"seed{args.seed}.db")
     return {**summarize_runs(runs), **counts, "prepare_s": prepare_s}
+
+
+def keep_run(work: Path, seed: int, model, dest: Path) -> None:
+    """One seed's verified database and largest model (``--keep-models``), out of the temporary
+    folder: a map built from this front end's features that COLMAP's GUI or pycolmap opens."""
+    run = dest / f"seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / f"seed{seed}.db", run / "database.db")
+    if model is not None:
+        model.write(run)  # cameras.bin, images.bin, points3D.bin
+
+
+def _slug(method: Method | None) -> str:
+    """A method's folder name: its spec with anything but letters, digits, ``_.=-`` as ``_``."""
+    return COLMAP_SIFT if method is None else re.sub(r"[^A-Za-z0-9_.=-]+", "_", method.spec)
 
 
 def import_features(
