@@ -75,6 +75,9 @@ def test_missing_folder_and_empty_set_are_one_line(tmp_path, capsys):
     shutil.copy(sorted(SET.glob("*.jpg"))[0], one)
     assert main(["--multiview", str(one), *out]) == 2
     assert "at least 2" in _one_error_line(capsys)
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error: a flag of another mode
+        main(["--photos", str(SET), "--keep-models", *out])
+    assert exit_info.value.code == 2 and "--keep-models applies to --multiview" in capsys.readouterr().err
     assert not (tmp_path / "eval" / "results.json").exists()
 
 
