@@ -320,6 +320,21 @@ def run_network(model, batch: torch.Tensor, precision: str = "fp32") -> dict[str
     return {k: v.float() if v.is_floating_point() else v for k, v in dense.items()}
 
 
+def pyramid_level(
+    batch: torch.Tensor, sizes: torch.Tensor, scale: float, pad_to: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` (padded BxCxHxW, ``sizes`` Bx2 unpadded (h, w)) resized by ``scale`` for one
+    pyramid level, padded again to a multiple of ``pad_to``, and the unpadded sizes at that
+    scale; the input itself at scale 1."""
+    if scale == 1.0:
+        return batch, sizes
+    h, w = (int(round(v * scale)) for v in batch.shape[-2:])
+    h, w = (int(math.ceil(v / pad_to) * pad_to) for v in (h, w))
+    resized = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
+    factor = sizes.new_tensor([h / batch.shape[-2], w / batch.shape[-1]], dtype=torch.float32)
+    return resized, (sizes.float() * factor).floor().long()
+
+
 def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precision: str = "fp32") -> list[dict]:
     """Run ``model`` on CxHxW images (same channels, any sizes) and return one feature dict each.
 
@@ -332,17 +347,7 @@ def extract_batch(model, images: Sequence[torch.Tensor] | torch.Tensor, precisio
         return model.detect(run_network(model, batch, precision), sizes)
     per_scale = []
     for s in scales:
-        if s == 1.0:
-            sb, ss = batch, sizes
-        else:
-            h, w = (int(round(v * s)) for v in batch.shape[-2:])
-            h, w = (int(math.ceil(v / model.pad_to) * model.pad_to) for v in (h, w))
-            sb = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
-            ss = (
-                (sizes.float() * sizes.new_tensor([h / batch.shape[-2], w / batch.shape[-1]], dtype=torch.float32))
-                .floor()
-                .long()
-            )
+        sb, ss = pyramid_level(batch, sizes, s, model.pad_to)
         feats = model.detect(run_network(model, sb, precision), ss, budget_scale=1.0)
         if s != 1.0:
             for f in feats:

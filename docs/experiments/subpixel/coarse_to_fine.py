@@ -20,12 +20,10 @@ default inf) undoes a move longer than that. Same flags as ``goodpoint-eval``:
         --pairs 24 --seed 7 --size 640x480 --threads 1 --methods goodpoint_small,pyramid_min_size=160,pyramid_levels_up=1
 """
 
-import math
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from goodpoint_ros.training import evaluate
 
 from goodpoint_ros.models import features
@@ -56,13 +54,7 @@ def extract_batch(model, images, precision="fp32"):
         return model.detect(features.run_network(model, batch, precision), sizes)
     per_scale, heats = [], []
     for s in scales:
-        if s == 1.0:
-            sb, ss = batch, sizes
-        else:
-            h, w = (int(round(v * s)) for v in batch.shape[-2:])
-            h, w = (int(math.ceil(v / model.pad_to) * model.pad_to) for v in (h, w))
-            sb = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
-            ss = (sizes.float() * torch.tensor([h / batch.shape[-2], w / batch.shape[-1]])).floor().long()
+        sb, ss = features.pyramid_level(batch, sizes, s, model.pad_to)
         dense = features.run_network(model, sb, precision)
         heats.append(dense[model.heatmap_key])
         shipped = model.conf["subpixel_radius"]
