@@ -353,9 +353,10 @@ def evaluate_method(
     ref: dict[str, Pose],
     args: argparse.Namespace,
     work: Path,
+    keep: Path | None = None,
 ) -> dict:
     """All seeds of one method (None: colmap_sift) on one set: features and matches once, then
-    verification and mapping per seed on a copy of that database."""
+    verification and mapping per seed on a copy of that database (each seed's kept in ``keep``)."""
     names = [n for n, _ in sources]
     base = work / "base.db"
     t0 = time.perf_counter()
@@ -370,8 +371,8 @@ def evaluate_method(
         t = time.perf_counter()
         model, verified = reconstruct(pycolmap, base, folder, work, seed, args, sift=method is None)
         runs.append({**run_stats(model, names, ref, verified), "sfm_s": time.perf_counter() - t})
-        if args.keep_models:
-            keep_run(work, seed, model, Path(args.output_dir) / "models" / folder.name / _slug(method))
+        if keep is not None:
+            keep_run(work, seed, model, keep)
     if method is None:
         counts = database_counts(pycolmap, work / f"seed{args.seed}.db")
     return {**summarize_runs(runs), **counts, "prepare_s": prepare_s}
@@ -432,7 +433,8 @@ def evaluate_set(
     results = {}
     for label, method in methods:
         with tempfile.TemporaryDirectory(prefix="goodpoint-multiview-") as tmp:
-            results[label] = evaluate_method(pycolmap, method, folder, sources, ref, args, Path(tmp))
+            keep = Path(args.output_dir) / "models" / name / _slug(method) if args.keep_models else None
+            results[label] = evaluate_method(pycolmap, method, folder, sources, ref, args, Path(tmp), keep)
         print(f"  {name} / {label}: {format_summary(results[label], len(sources))}", flush=True)
     return {"path": str(folder), "images": len(sources), "reference_poses": ref_source, "methods": results}
 
