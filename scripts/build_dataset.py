@@ -705,11 +705,12 @@ def split_by_source(packages: Sequence[str], heldout_sources: Iterable[str]) -> 
 # ----------------------------------------------------------------------------- notice
 
 SHIPPED_NOTE = (
-    "The weights shipped today (`goodpoint_small.pt`, `mdnet_small.pt`) were trained on the earlier "
+    "`goodpoint_small.pt` (steps 1-10400) and `mdnet_small.pt` (steps 1-950) began on the earlier "
     "271-photo training split of `data/photos` (max side 640 px, hash split), built from opencv-doc, "
     "plasma-workspace-wallpapers, ukui-wallpapers, sway-backgrounds, gnome-backgrounds, mrpt-common, "
-    "gcompris-qt-data and scikit-image. The photo set below (leave-source-out split) is what weights "
-    "trained from now on can use; no shipped weights were trained on it yet."
+    "gcompris-qt-data and scikit-image, and went on with the training split below (leave-source-out); "
+    "`goodpoint.pt` was trained on that split alone. None of those sources gives a held-out photo "
+    "below. The model cards (`<name>.md`) give each run's history."
 )
 
 

@@ -1,4 +1,4 @@
-"""What ships: goodpoint_small and mdnet_small with their model cards, loaded by "default"; a model
+"""What ships: goodpoint, goodpoint_small and mdnet_small with their model cards, loaded by "default"; a model
 without shipped weights is refused by name, never run silently with random weights."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import torch
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint, shipped_weights
 
-SHIPPED = ("goodpoint_small", "mdnet_small")  # README: "Two trained models ship"
+SHIPPED = ("goodpoint", "goodpoint_small", "mdnet_small")  # README: "Three trained models ship"
 UNTRAINED = sorted(set(MODELS) - set(SHIPPED))
 
 
 def test_the_documented_models_ship_with_their_model_cards() -> None:
     assert sorted(p.name for p in WEIGHTS_DIR.glob("*.pt")) == [f"{n}.pt" for n in SHIPPED]
-    assert DEFAULT_MODEL in SHIPPED and UNTRAINED == ["goodpoint", "mdnet"]
+    assert DEFAULT_MODEL in SHIPPED and UNTRAINED == ["mdnet"]
     for name in SHIPPED:
         ckpt = read_checkpoint(shipped_weights(name))
         assert ckpt["model"] == name and ckpt["steps"] > 0
@@ -41,7 +41,7 @@ def test_a_model_without_shipped_weights_is_refused_in_one_line(name: str) -> No
         load_model(name, "default")
     text = str(err.value)
     assert "\n" not in text and f"model '{name}'" in text and "weights 'random'" in text
-    assert "trained: goodpoint_small, mdnet_small" in text  # names what does ship
+    assert "trained: goodpoint, goodpoint_small, mdnet_small" in text  # names what does ship
 
 
 def test_random_weights_stay_available_on_request() -> None:
