@@ -220,7 +220,7 @@ def main_soak(args: argparse.Namespace) -> None:
     for size, r in results.items():
         hz = [wd["processed_hz"] for wd in r["windows"]]
         rss = [wd["rss_mb"] for wd in r["windows"]]
-        print(f"| {size} | {args.soak:.0f} | {min(hz)} / {float(np.median(hz))} | "
+        print(f"| {size} | {args.soak:.0f} | {min(hz)} / {float(np.median(hz)):.2f} | "
               f"{max(wd['latency_p95_ms'] for wd in r['windows'])} | {max(wd['max_gap_s'] for wd in r['windows'])} | "
               f"{min(rss)}-{max(rss)} |")  # fmt: skip
     print("\n| size | published | received | processed | dropped (keep-latest) | malformed | unsupported_encoding "
