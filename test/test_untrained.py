@@ -49,3 +49,15 @@ def test_random_weights_stay_available_on_request() -> None:
     random = load_model("goodpoint_small", "random").state_dict()
     trained = load_model("goodpoint_small", "default").state_dict()
     assert not any(torch.equal(v, trained[k]) for k, v in random.items() if k.endswith(".weight") and v.dim() == 4)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_weights_files_detection_defaults_apply_and_yield_to_the_callers(name: str) -> None:
+    """The paper-size goodpoint keeps ~990 points at the paper's threshold, so its weights file
+    carries its own (model card); a caller's setting still wins over it."""
+    stored = read_checkpoint(shipped_weights(name)).get("detection", {})
+    if name == "goodpoint":
+        assert stored.get("detection_threshold", 0.0) > MODELS[name][0].default_conf["detection_threshold"]
+    for key, value in stored.items():
+        assert load_model(name, "default").conf[key] == value
+        assert load_model(name, "default", {key: value * 2}).conf[key] == value * 2
