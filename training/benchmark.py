@@ -2,7 +2,8 @@
 
     python -m goodpoint_ros.training.benchmark training/configs/goodpoint_small.yaml training/configs/mdnet.yaml --steps 3
 
-Prints wall seconds per step, process CPU seconds per step, and steps/hour (wall). On a shared
+Prints wall seconds per step, process CPU seconds per step, and steps/hour (wall), in fp32 and
+bf16, each with NCHW and with channels_last (NHWC, ``train.channels_last``, what training uses). On a shared
 machine the CPU time is the steadier figure: ``3600 / (cpu_s / threads)`` is what an idle machine
 with that many cores would reach.
 """
@@ -18,10 +19,9 @@ import numpy as np
 import torch
 
 from goodpoint_ros.device import keep_freed_memory
-from goodpoint_ros.models import build_model
 
 from .datasets import PairDataset
-from .train import load_config, make_optimizer, make_task
+from .train import build_model_and_optimizer, load_config, make_task
 
 
 class _Photos:
@@ -51,8 +51,7 @@ def bench(path: str, steps: int, overrides: list[str]) -> dict[str, float]:
         for s in range(steps + 1)
     ]
     torch.manual_seed(0)
-    model = build_model(conf["model"]["name"], conf["model"]["conf"]).train()
-    opt, sched = make_optimizer(model, conf)
+    model, opt, sched = build_model_and_optimizer(conf, None, torch.device("cpu"))
     stage_step = int(conf["train"].get("stage2_step", 0))
     walls, cpus = [], []
     for i, batch in enumerate(batches):
@@ -81,16 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # as train() does on a CPU
     print(f"torch threads {torch.get_num_threads()}")
-    print("| config | batch x crop | bf16 | wall s/step | CPU s/step | steps/hour |")
-    print("|---|---|---|---|---|---|")
+    print("| config | batch x crop | bf16 | channels_last | wall s/step | CPU s/step | steps/hour |")
+    print("|---|---|---|---|---|---|---|")
     for path in args.configs:
         for bf16 in (False, True):
-            r = bench(path, args.steps, [*args.set, f"train.autocast_bf16={str(bf16).lower()}"])
-            print(
-                f"| {path.rsplit('/', 1)[-1]} | {r['batch']} x {r['crop']} | {'yes' if bf16 else 'no'} | "
-                f"{r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['steps_per_hour']:.0f} |",
-                flush=True,
-            )
+            for nhwc in (False, True):  # train.channels_last: the layout training uses, and the one it replaced
+                flags = [f"train.autocast_bf16={str(bf16).lower()}", f"train.channels_last={str(nhwc).lower()}"]
+                r = bench(path, args.steps, [*args.set, *flags])
+                print(
+                    f"| {path.rsplit('/', 1)[-1]} | {r['batch']} x {r['crop']} | {'yes' if bf16 else 'no'} | "
+                    f"{'yes' if nhwc else 'no'} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['steps_per_hour']:.0f} |",
+                    flush=True,
+                )
     return 0
 
 

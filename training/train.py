@@ -94,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
         "stage2_step": 0,  # MD-Net: steps of stage 1 (triplet only) before the joint stage 2
         "grad_clip": 0.0,
         "autocast_bf16": "auto",  # auto: bf16 where the hardware has it (see use_bf16), else fp32; or true/false
+        # NHWC weights and activations: oneDNN's convolutions then skip the layout reorders that took
+        # ~30 % of a CPU step (paper-size goodpoint, bf16, one thread: 4.2-4.5 -> 2.0-2.2 CPU s/step)
+        "channels_last": True,
         "device": "auto",
         "threads": 0,
         "log_every": 10,
@@ -521,7 +524,7 @@ def save_checkpoint(
         "format": TRAIN_FORMAT,
         "model": model.name,
         "conf": model.arch_conf,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "step": step,
@@ -577,7 +580,7 @@ def _seed_rngs(seed: int) -> None:
     random.seed(seed)
 
 
-def _build_model_and_optimizer(
+def build_model_and_optimizer(
     conf: dict, resume: dict | None, device: torch.device
 ) -> tuple[BaseModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The model on ``device`` in train mode with its optimiser and scheduler, resumed when given."""
@@ -587,6 +590,8 @@ def _build_model_and_optimizer(
     elif conf["model"].get("init"):  # fine-tuning: the trained weights (and their architecture)
         model = load_model(conf["model"]["name"], conf["model"]["init"])
     model.to(device).train()
+    if conf["train"]["channels_last"]:  # the input follows: a convolution with NHWC weights returns NHWC
+        model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, conf)  # after .to(device): state tensors follow the params
     if resume is not None:
         _resume_optimizer(opt, sched, resume, conf)
@@ -792,7 +797,7 @@ def train(conf: dict, resume: dict | None = None, progress: bool = True) -> dict
     if main:  # only once the data is known to be usable: a typo leaves no empty run behind
         _prepare_run_dir(run_dir, conf, resume)
     _seed_rngs(int(conf["seed"]) + rank)
-    model, opt, sched = _build_model_and_optimizer(conf, resume, device)
+    model, opt, sched = build_model_and_optimizer(conf, resume, device)
     step, best = (int(resume["step"]), resume.get("best")) if resume is not None else (0, None)
     run = _Run(  # Stop() installs the signal handlers; _close restores them
         conf=conf,
