@@ -23,12 +23,14 @@ def prepare_image(image: Any, channels: int, device: torch.device | str = "cpu")
     float32 in [0, 1] with ``channels`` channels (1 = gray, 3 = RGB)."""
     if isinstance(image, np.ndarray):
         arr = image
+        # Always a fresh float32 copy: the input may be a read-only view of a message buffer
+        # (torch.from_numpy warns on those), and the caller's array is never written through.
         if arr.dtype == np.uint8:
-            t = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+            t = torch.from_numpy(arr.astype(np.float32)).div_(255.0)
         elif arr.dtype == np.uint16:
             t = torch.from_numpy(arr.astype(np.float32)).div_(65535.0)
         elif arr.dtype.kind == "f":
-            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            t = torch.from_numpy(arr.astype(np.float32))
         else:
             raise TypeError(f"unsupported image dtype {arr.dtype}")
         if t.ndim == 3:
