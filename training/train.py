@@ -49,6 +49,7 @@ from goodpoint_ros.models.checkpoint import (
     read_checkpoint,
     remove_temporaries,
     save_weights,
+    saved_state,
     weights_dict,
 )
 
@@ -95,7 +96,8 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 0.0,
         "autocast_bf16": "auto",  # auto: bf16 where the hardware has it (see use_bf16), else fp32; or true/false
         # NHWC weights and activations: oneDNN's convolutions then skip the layout reorders that took
-        # ~30 % of a CPU step (paper-size goodpoint, bf16, one thread: 4.2-4.5 -> 2.0-2.2 CPU s/step)
+        # ~30 % of a CPU step (paper-size goodpoint, bf16, one thread: 3.56 -> 1.88 s/step, benchmark.py;
+        # docs/training.md)
         "channels_last": True,
         "device": "auto",
         "threads": 0,
@@ -524,7 +526,7 @@ def save_checkpoint(
         "format": TRAIN_FORMAT,
         "model": model.name,
         "conf": model.arch_conf,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "state_dict": saved_state(model.state_dict()),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "step": step,

@@ -76,14 +76,19 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return found
 
 
+def saved_state(state_dict: dict, half: bool = False) -> dict:
+    """A state dict as files hold it: detached CPU tensors (fp16 if ``half``), contiguous, so that a
+    channels_last training model saves the same bytes as any other."""
+    return {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in state_dict.items()
+    }
+
+
 def weights_dict(name: str, arch_conf: dict, state_dict: dict, half: bool = False, **meta: Any) -> dict:
     """The weights-file dict (``FORMAT``) for a state dict: also used to write ``model.pt`` from the
     very tensors a training checkpoint holds."""
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-        for k, v in state_dict.items()
-    }  # contiguous: a channels_last training model saves the same bytes as any other
-    return {"format": FORMAT, "model": name, "conf": arch_conf, "state_dict": state, **meta}
+    return {"format": FORMAT, "model": name, "conf": arch_conf, "state_dict": saved_state(state_dict, half), **meta}
 
 
 def save_weights(model: BaseModel, path: str | Path, half: bool = False, **meta: Any) -> None:
