@@ -3,9 +3,12 @@ without shipped weights is refused by name, never run silently with random weigh
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
+import goodpoint_ros.models.checkpoint as checkpoint
 from goodpoint_ros.models import DEFAULT_MODEL, MODELS
 from goodpoint_ros.models.checkpoint import WEIGHTS_DIR, CheckpointError, load_model, read_checkpoint, shipped_weights
 
@@ -34,14 +37,20 @@ def test_default_weights_are_the_shipped_file(name: str) -> None:
     assert all(torch.equal(v, state[k].to(v.dtype)) for k, v in own.items())
 
 
-@pytest.mark.parametrize("name", UNTRAINED)
-def test_a_model_without_shipped_weights_is_refused_in_one_line(name: str) -> None:
-    assert not shipped_weights(name).exists()
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_model_without_shipped_weights_is_refused_in_one_line(name: str, tmp_path, monkeypatch) -> None:
+    """Every model, even one that ships: a package whose weights file is missing (a partial
+    install, a user who deleted it) must refuse it by name rather than run random weights."""
+    shutil.copy(shipped_weights(DEFAULT_MODEL), tmp_path)
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    if name == DEFAULT_MODEL:
+        assert load_model(name, "default").name == name
+        return
     with pytest.raises(CheckpointError) as err:
         load_model(name, "default")
     text = str(err.value)
     assert "\n" not in text and f"model '{name}'" in text and "weights 'random'" in text
-    assert "trained: goodpoint, goodpoint_small, mdnet_small" in text  # names what does ship
+    assert f"(trained: {DEFAULT_MODEL})" in text  # names what does ship
 
 
 def test_random_weights_stay_available_on_request() -> None:
