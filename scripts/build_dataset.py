@@ -709,7 +709,7 @@ SHIPPED_NOTE = (
     "271-photo training split of `data/photos` (max side 640 px, hash split), built from opencv-doc, "
     "plasma-workspace-wallpapers, ukui-wallpapers, sway-backgrounds, gnome-backgrounds, mrpt-common, "
     "gcompris-qt-data and scikit-image, and went on with the training split below (leave-source-out); "
-    "`goodpoint.pt` was trained on that split alone. None of those sources gives a held-out photo "
+    "`goodpoint.pt` and `mdnet.pt` were trained on that split alone. None of those sources gives a held-out photo "
     "below. The model cards (`<name>.md`) give each run's history."
 )
 
