@@ -1,4 +1,4 @@
-"""What ships: goodpoint, goodpoint_small and mdnet_small with their model cards, loaded by "default"; a model
+"""What ships: goodpoint, goodpoint_small, mdnet and mdnet_small with their model cards, loaded by "default"; a model
 without shipped weights is refused by name, never run silently with random weights."""
 
 from __future__ import annotations
